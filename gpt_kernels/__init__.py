@@ -1,0 +1,16 @@
+"""gpt_kernels: the compiled kernels of gpt-pretrain (fused cross-entropy, fused attention).
+
+    import gpt_kernels
+    loss = torch.ops.gpt_kernels.cross_entropy(logits, targets)
+
+Build it with `pip install -e .` from the repository root (see README.md).
+"""
+import torch  # noqa: F401  (the compiled library links against torch's libraries)
+
+from . import _C  # noqa: F401  (registers torch.ops.gpt_kernels.* and their CPU/CUDA kernels)
+
+
+def has_cuda_kernels() -> bool:
+    """True when the library was compiled with its CUDA kernels."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(
+        "gpt_kernels::cross_entropy", "CUDA") if hasattr(torch.ops.gpt_kernels, "cross_entropy") else False
