@@ -117,10 +117,9 @@ setup(
     version="0.1.0",
     description="GPT pre-training you can read, run and speed up: one script, fused kernels, benchmarks",
     python_requires=">=3.9",
-    packages=find_packages(include=["gpt_kernels", "data"]),
-    py_modules=["gpt_pretrain"],
+    packages=find_packages(include=["gpt_kernels"]),
     install_requires=["torch", "numpy", "tqdm", "tokenizers"],
-    extras_require={"test": ["pytest"], "plot": ["matplotlib"]},
+    extras_require={"test": ["pytest", "matplotlib"], "plot": ["matplotlib"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": build_ext_class()},
 )

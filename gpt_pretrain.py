@@ -1,0 +1,638 @@
+"""Pre-train a GPT from scratch, in one file you can read top to bottom.
+
+    python gpt_pretrain.py --preset cpu             # ~6 minutes on a 2-core CPU, then a sample
+    python gpt_pretrain.py --iters 20000            # the reference config (wants a GPU)
+    python gpt_pretrain.py --resume                 # continue the run in --out-dir
+    python gpt_pretrain.py --sample --prompt "def " # sample from the run's checkpoint
+    python gpt_pretrain.py --kernels ext            # fused kernels from csrc/ (pip install -e .)
+
+Sections: config, data, model, training helpers (schedule, evaluation, checkpoints,
+sampling), then main() with the training loop. With no --data the default corpus (this
+Python's standard library source, tokenized by data/prepare.py) is prepared on first use.
+"""
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_DATA = os.path.join(HERE, "data", "stdlib")
+
+
+class UsageError(Exception):
+    """Bad input from the user: main() prints the message and exits with status 2."""
+
+
+# ----------------------------------------------------------------------------- config
+
+@dataclass
+class GPTConfig:
+    context_len: int = 256
+    vocab_size: int = 1000
+    embed_dim: int = 384
+    n_head: int = 6
+    n_layer: int = 6
+    ff_dim: int = 4 * 384
+    dropout: float = 0.1
+    attention: str = "sdpa"   # "sdpa": F.scaled_dot_product_attention; "explicit": written out
+    kernels: str = "torch"    # "torch": pure PyTorch; "ext": the fused kernels of gpt_kernels
+
+
+# Training defaults: the reference hyperparameters, plus what users of such tools expect.
+TRAIN_DEFAULTS = dict(
+    batch_size=32, learning_rate=3e-4, max_iters=20000, grad_accum=1,
+    lr_schedule="cosine", warmup_iters=200, min_lr=3e-5, weight_decay=0.1, grad_clip=1.0,
+    eval_interval=500, eval_iters=50, ckpt_interval=1000, log_interval=10, seed=1337,
+)
+
+# --preset cpu: a model small enough to learn visibly in minutes on 2 cores (the reference
+# config needs about 5 s per iteration there, i.e. a day for 20000 iterations).
+PRESETS = {
+    "cpu": dict(context_len=128, embed_dim=192, n_head=6, n_layer=4, ff_dim=768, dropout=0.0,
+                batch_size=32, learning_rate=2e-3, max_iters=800, warmup_iters=50,
+                min_lr=2e-4, eval_interval=200, eval_iters=10, ckpt_interval=200),
+}
+
+
+# ----------------------------------------------------------------------------- data
+
+class TokenDataset(Dataset):
+    """Every window of context_len tokens: x = tokens[i:i+C], y = the same shifted by one."""
+
+    def __init__(self, tokens, context_len):
+        self.tokens = tokens  # np.memmap of uint16: the corpus may be larger than RAM
+        self.context_len = context_len
+
+    def __len__(self):
+        return len(self.tokens) - self.context_len
+
+    def __getitem__(self, i):
+        chunk = torch.from_numpy(self.tokens[i:i + self.context_len + 1].astype(np.int64))
+        return chunk[:-1], chunk[1:]  # x (C,), y (C,)
+
+
+class EpochShuffler(Sampler):
+    """DataLoader(shuffle=True)'s order, made resumable: epoch e visits the windows in the
+    order of a permutation seeded by (seed, e), so a resumed run can start mid-epoch exactly
+    where the checkpoint stopped instead of replaying or skipping batches."""
+
+    def __init__(self, n, seed, epoch=0, start=0):
+        self.n, self.seed, self.epoch, self.start = n, seed, epoch, start
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        start, self.start = self.start, 0
+        self.epoch += 1
+        return iter(order[start:].tolist())
+
+    def __len__(self):
+        return self.n
+
+
+def cycle(dataloader):
+    while True:
+        yield from dataloader
+
+
+def load_tokens(path, vocab_size, context_len, what):
+    """Memory-map a uint16 token file after checking it can be trained on."""
+    if not os.path.isfile(path):
+        raise UsageError(f"{what} file {path} does not exist. Make a dataset with data/prepare.py "
+                         "or give a raw uint16 .bin file with --data.")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise UsageError(f"{what} file {path} is empty.")
+    if size % 2:
+        raise UsageError(f"{what} file {path} has an odd size ({size} bytes): it is not raw uint16 "
+                         "token ids (np.array(ids, dtype=np.uint16).tofile(path) writes such a file).")
+    tokens = np.memmap(path, dtype=np.uint16, mode="r")
+    if len(tokens) < context_len + 1:
+        raise UsageError(f"{what} file {path} has {len(tokens)} tokens, fewer than context_len + 1 = "
+                         f"{context_len + 1}: use more text or a smaller --context-len.")
+    largest = int(tokens.max())
+    if largest >= vocab_size:
+        raise UsageError(f"{what} file {path} holds token id {largest}, but the vocab size is "
+                         f"{vocab_size}: pass --vocab-size {largest + 1} or more.")
+    return tokens
+
+
+def find_dataset(data, vocab_size):
+    """Resolve --data to (train.bin, val.bin or None, tokenizer.json or None, vocab size or None)."""
+    if data is None and not os.path.exists(os.path.join(DEFAULT_DATA, "meta.json")):
+        print(f"Preparing the default corpus (this Python's standard library source) in {DEFAULT_DATA}. "
+              "This happens once and takes about a minute.")
+        from data.prepare import PrepareError, prepare
+        try:
+            prepare(out_dir=DEFAULT_DATA, vocab_size=vocab_size)
+        except PrepareError as e:
+            raise UsageError(str(e)) from None
+    data = data or DEFAULT_DATA
+    if os.path.isdir(data):
+        meta_path = os.path.join(data, "meta.json")
+        if not os.path.exists(meta_path):
+            raise UsageError(f"{data} is not a dataset folder (no meta.json): make one with "
+                             f"`python data/prepare.py --source YOUR_TEXT --out {data}`.")
+        with open(meta_path) as f:
+            meta = json.load(f)
+        tokenizer = os.path.join(data, meta.get("tokenizer", "tokenizer.json"))
+        return (os.path.join(data, "train.bin"), os.path.join(data, "val.bin"),
+                tokenizer if os.path.exists(tokenizer) else None, meta["vocab_size"])
+    if data.endswith(".bin") or os.path.isfile(data):
+        # A raw token file: its last 10% is held out for validation (see make_datasets).
+        return data, None, None, None
+    raise UsageError(f"--data {data} does not exist: give a dataset folder from data/prepare.py "
+                     "or a raw uint16 .bin file.")
+
+
+def make_datasets(train_path, val_path, vocab_size, context_len):
+    train_tokens = load_tokens(train_path, vocab_size, context_len, "training data")
+    if val_path is None:
+        cut = int(len(train_tokens) * 0.9)
+        if cut < context_len + 1 or len(train_tokens) - cut < context_len + 1:
+            raise UsageError(f"{train_path} has {len(train_tokens)} tokens: too few to hold out 10% for "
+                             f"validation with --context-len {context_len}.")
+        train_tokens, val_tokens = train_tokens[:cut], train_tokens[cut:]
+    else:
+        val_tokens = load_tokens(val_path, vocab_size, context_len, "validation data")
+    return TokenDataset(train_tokens, context_len), TokenDataset(val_tokens, context_len)
+
+
+# ----------------------------------------------------------------------------- model
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.n_head, self.dropout = config.n_head, config.dropout
+        self.attention, self.kernels = config.attention, config.kernels
+        self.qkv = nn.Linear(config.embed_dim, 3 * config.embed_dim)
+        self.proj = nn.Linear(config.embed_dim, config.embed_dim)
+        self.proj.is_residual_projection = True
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        mask = torch.tril(torch.ones(config.context_len, config.context_len, dtype=torch.bool))
+        self.register_buffer("causal_mask", mask.view(1, 1, config.context_len, config.context_len),
+                             persistent=False)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        dropout_p = self.dropout if self.training else 0.0
+        if self.kernels == "ext":
+            # FlashAttention-style kernel with in-kernel dropout (csrc/causal_attention.cpp)
+            y = torch.ops.gpt_kernels.causal_attention(q, k, v, dropout_p=dropout_p)
+        elif self.attention == "sdpa":
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        else:
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, T)
+            att = att.masked_fill(~self.causal_mask[:, :, :T, :T], float("-inf"))
+            att = self.attn_dropout(F.softmax(att, dim=-1))
+            y = att @ v  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
+        return self.resid_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.fc = nn.Linear(config.embed_dim, config.ff_dim)
+        self.proj = nn.Linear(config.ff_dim, config.embed_dim)
+        self.proj.is_residual_projection = True
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.embed_dim)
+        self.attn = CausalSelfAttention(config)
+        self.ln2 = nn.LayerNorm(config.embed_dim)
+        self.mlp = MLP(config)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))  # pre-LayerNorm: the residual stream stays un-normalised
+        x = x + self.mlp(self.ln2(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.token_emb = nn.Embedding(config.vocab_size, config.embed_dim)
+        self.pos_emb = nn.Embedding(config.context_len, config.embed_dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.embed_dim)
+        self.head = nn.Linear(config.embed_dim, config.vocab_size, bias=False)
+        self.head.weight = self.token_emb.weight  # tied: one matrix reads and writes tokens
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module):
+        # GPT-2: N(0, 0.02), and the projections that add into the residual stream scaled by
+        # 1/sqrt(2 * n_layer) so the stream's variance does not grow with depth.
+        if isinstance(module, nn.Linear):
+            std = 0.02 / math.sqrt(2 * self.config.n_layer) if getattr(module, "is_residual_projection", False) else 0.02
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx):
+        B, T = idx.shape
+        pos = torch.arange(T, device=idx.device)
+        x = self.dropout(self.token_emb(idx) + self.pos_emb(pos))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))  # (B, T, vocab_size)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters()) - self.pos_emb.weight.numel()
+
+
+def loss_function(kernels):
+    """The loss of the loop: F.cross_entropy, or the fused kernel that writes the gradient
+    while computing the loss (csrc/cross_entropy.cpp)."""
+    if kernels == "ext":
+        return torch.ops.gpt_kernels.cross_entropy
+    return F.cross_entropy
+
+
+def load_kernels():
+    try:
+        import gpt_kernels  # noqa: F401  (registers torch.ops.gpt_kernels.*)
+    except ImportError as e:
+        raise UsageError(f"--kernels ext needs the compiled extension, which is not built ({e}). "
+                         f"Build it with `pip install -e .` in {HERE}, or use --kernels torch.") from None
+
+
+# ----------------------------------------------------------------------------- training helpers
+
+def learning_rate_at(step, args):
+    """Linear warmup, then cosine decay to min_lr at max_iters (or constant after warmup)."""
+    if step < args.warmup_iters:
+        return args.learning_rate * (step + 1) / args.warmup_iters
+    if args.lr_schedule == "constant":
+        return args.learning_rate
+    progress = min(1.0, (step - args.warmup_iters) / max(1, args.max_iters - args.warmup_iters))
+    return args.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (args.learning_rate - args.min_lr)
+
+
+def make_optimizer(model, args, device):
+    # Weight decay on weight matrices only: decaying biases, LayerNorm gains and embeddings'
+    # scale pulls them to zero for no regularisation benefit.
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": args.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(0.9, 0.95),
+                             fused=device.type == "cuda")
+
+
+@torch.no_grad()
+def evaluate(model, datasets, eval_starts, loss_fn, device, autocast):
+    """Mean loss over the same fixed windows every time, so evaluations are comparable."""
+    model.eval()
+    losses = {}
+    for split, dataset in datasets.items():
+        total = 0.0
+        for starts in eval_starts[split]:  # one batch of window starts
+            x, y = (torch.stack(t).to(device) for t in zip(*(dataset[i] for i in starts)))
+            with autocast:
+                logits = model(x)
+            total += loss_fn(logits.view(-1, logits.size(-1)).float(), y.view(-1)).item()
+        losses[split] = total / len(eval_starts[split])
+    model.train()
+    return losses
+
+
+def save_checkpoint(path, state):
+    """Write atomically: a crash or kill -9 mid-write leaves the previous checkpoint intact."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new, never half
+    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path):
+    if not os.path.exists(path):
+        raise UsageError(f"--resume: no checkpoint at {path}. Start a run without --resume, "
+                         "or point --out-dir at the folder of an earlier run.")
+    try:
+        # weights_only: a checkpoint from elsewhere must not be able to run code when loaded
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UsageError(f"cannot read checkpoint {path}: {e}") from None
+
+
+@torch.no_grad()
+def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None):
+    """Extend idx (B, T) by max_new_tokens sampled tokens, one at a time."""
+    model.eval()
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -model.config.context_len:])[:, -1, :] / max(temperature, 1e-6)  # (B, V)
+        if top_k:
+            kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        next_id = torch.multinomial(F.softmax(logits.float(), dim=-1), num_samples=1)  # (B, 1)
+        idx = torch.cat((idx, next_id), dim=1)
+    return idx
+
+
+def sample_text(model, tokenizer_path, args, device):
+    """Sample from the model and decode with the run's tokenizer (token ids without one)."""
+    tokenizer = None
+    if tokenizer_path and os.path.exists(tokenizer_path):
+        from tokenizers import Tokenizer
+        tokenizer = Tokenizer.from_file(tokenizer_path)
+    if tokenizer:
+        eot = tokenizer.token_to_id("<|endoftext|>")
+        prompt_ids = tokenizer.encode(args.prompt).ids if args.prompt else [eot if eot is not None else 0]
+    else:
+        prompt_ids = [int(t) for t in args.prompt.split()] if args.prompt else [0]
+    if not prompt_ids or max(prompt_ids) >= model.config.vocab_size:
+        raise UsageError(f"the prompt {args.prompt!r} does not encode to ids below the vocab size.")
+    idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    out = generate(model, idx, args.num_tokens, args.temperature, args.top_k)[0].tolist()
+    if tokenizer:
+        return tokenizer.decode(out, skip_special_tokens=False).replace("<|endoftext|>", "\n<|endoftext|>\n")
+    return " ".join(map(str, out))
+
+
+# ----------------------------------------------------------------------------- command line
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Model and training flags default to None: the value then comes from the checkpoint
+    # (--resume), else the preset, else the defaults, and an explicit flag wins over all.
+    model = p.add_argument_group("model (defaults: the reference config)")
+    for f in fields(GPTConfig):
+        kind = {"attention": dict(choices=["sdpa", "explicit"]),
+                "kernels": dict(choices=["torch", "ext"])}.get(f.name, dict(type=type(f.default)))
+        model.add_argument("--" + f.name.replace("_", "-"), default=None, **kind,
+                           help=f"default {f.default}" + (" (4 x embed-dim)" if f.name == "ff_dim" else ""))
+    train = p.add_argument_group("training")
+    for name, default in TRAIN_DEFAULTS.items():
+        flag = "--iters" if name == "max_iters" else "--" + name.replace("_", "-")
+        kind = dict(choices=["cosine", "constant"]) if name == "lr_schedule" else dict(type=type(default))
+        train.add_argument(flag, dest=name, default=None, **kind, help=f"default {default}")
+    train.add_argument("--preset", choices=sorted(PRESETS), help="a smaller config: cpu trains in minutes on 2 cores")
+    train.add_argument("--data", help="dataset folder from data/prepare.py, or a raw uint16 .bin "
+                       "(default: the stdlib corpus, prepared on first use)")
+    train.add_argument("--out-dir", default="out", help="where checkpoints, metrics and plots go (default out)")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out-dir")
+    train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    train.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                       help="autocast dtype on CUDA (default bfloat16); the CPU trains in float32")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model")
+    sample = p.add_argument_group("sampling")
+    sample.add_argument("--sample", action="store_true", help="only sample from the checkpoint in --out-dir")
+    sample.add_argument("--prompt", default="", help="text to continue (default: start of a file)")
+    sample.add_argument("--num-tokens", type=int, default=300)
+    sample.add_argument("--temperature", type=float, default=0.8)
+    sample.add_argument("--top-k", type=int, default=50)
+    return p.parse_args(argv)
+
+
+def resolve_config(args, checkpoint):
+    """Layer defaults < preset < checkpoint < explicit flags into GPTConfig and args."""
+    explicit = {k: v for k, v in vars(args).items() if v is not None}
+    base = {**asdict(GPTConfig()), **TRAIN_DEFAULTS, **PRESETS.get(args.preset, {})}
+    if "embed_dim" in explicit and "ff_dim" not in explicit:
+        base["ff_dim"] = 4 * explicit["embed_dim"]
+    if checkpoint:
+        saved = {**checkpoint["config"], **checkpoint["train_args"]}
+        shape = ("context_len", "vocab_size", "embed_dim", "n_head", "n_layer", "ff_dim")
+        clash = [f"{k}={explicit[k]} (checkpoint: {saved[k]})" for k in shape
+                 if k in explicit and explicit[k] != saved[k]]
+        if clash:
+            raise UsageError(f"--resume: the checkpoint in {args.out_dir} has another model shape: "
+                             f"{', '.join(clash)}. Drop those flags or use another --out-dir.")
+        base.update(saved)
+    merged = {**base, **explicit}
+    config = GPTConfig(**{f.name: merged[f.name] for f in fields(GPTConfig)})
+    for name in TRAIN_DEFAULTS:
+        setattr(args, name, merged[name])
+    if config.embed_dim % config.n_head:
+        raise UsageError(f"embed_dim {config.embed_dim} is not divisible by n_head {config.n_head}: "
+                         "each head gets embed_dim / n_head channels.")
+    if min(config.context_len, config.vocab_size, config.embed_dim, config.n_head, config.n_layer,
+           config.ff_dim, args.batch_size, args.grad_accum, args.max_iters) < 1:
+        raise UsageError("sizes, --batch-size, --grad-accum and --iters must be positive.")
+    if not 0.0 <= config.dropout < 1.0:
+        raise UsageError(f"--dropout {config.dropout} is outside [0, 1).")
+    for name in ("eval_interval", "ckpt_interval", "log_interval", "eval_iters"):
+        setattr(args, name, max(1, getattr(args, name)))
+    return config
+
+
+def prepare_out_dir(out_dir):
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = os.path.join(out_dir, ".write_test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise UsageError(f"cannot write to --out-dir {out_dir}: {e.strerror}. Choose a writable folder.") from None
+
+
+def warn_if_slow_on_cpu(model, config, args, device):
+    """The reference config needs a GPU: say so before the first step, not via a slow tqdm ETA."""
+    if device.type != "cpu" or args.preset:
+        return
+    tokens = args.batch_size * args.grad_accum * config.context_len
+    flops = 6 * model.num_params() * tokens + 12 * config.n_layer * config.embed_dim * config.context_len * tokens
+    a = torch.full((512, 512), 0.5)  # not randn: this must not move the RNG that dropout uses
+    t0 = time.perf_counter()
+    for _ in range(10):
+        a @ a
+    gemm_rate = 10 * 2 * 512**3 / (time.perf_counter() - t0)
+    seconds = flops / (0.6 * gemm_rate) * args.max_iters  # a full step runs at ~60% of sgemm speed
+    if seconds > 1800:
+        print(f"Note: this config on this CPU takes roughly {flops / (0.6 * gemm_rate):.1f} s per iteration, "
+              f"about {seconds / 3600:.0f} hours for {args.max_iters} iterations. "
+              "`--preset cpu` trains a smaller model in about 6 minutes; a GPU runs this one in minutes.")
+
+
+def write_metrics(path, record):
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda, but no CUDA GPU is available. Use --device cpu.")
+    ckpt_path = os.path.join(args.out_dir, "ckpt.pt")
+    checkpoint = load_checkpoint(ckpt_path) if (args.resume or args.sample) else None
+    config = resolve_config(args, checkpoint)
+    if config.kernels == "ext":
+        load_kernels()
+
+    if args.sample:  # sampling only: no data needed, the checkpoint knows its tokenizer
+        model = GPT(config).to(device)
+        model.load_state_dict(checkpoint["model"])
+        print(sample_text(model, checkpoint.get("tokenizer"), args, device))
+        return
+
+    prepare_out_dir(args.out_dir)
+    data_location = args.data or (checkpoint or {}).get("data")
+    train_path, val_path, tokenizer_path, dataset_vocab = find_dataset(data_location, config.vocab_size)
+    if dataset_vocab and args.vocab_size is None and not checkpoint:
+        config.vocab_size = dataset_vocab  # a dataset folder says its own vocab size
+    train_set, val_set = make_datasets(train_path, val_path, config.vocab_size, config.context_len)
+
+    torch.manual_seed(args.seed)
+    model = GPT(config).to(device)
+    optimizer = make_optimizer(model, args, device)
+    step = 0
+    if checkpoint:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        step = checkpoint["step"]
+        print(f"resuming from {ckpt_path} at iteration {step}")
+    elif os.path.exists(ckpt_path):
+        print(f"note: {ckpt_path} exists and will be replaced by this new run (use --resume to continue it)")
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+        args.dtype or ("bfloat16" if device.type == "cuda" else "float32")]
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda" and dtype != torch.float32)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and dtype == torch.float16)
+    train_model = torch.compile(model) if args.compile else model
+    loss_fn = loss_function(config.kernels)
+
+    # Batches: the shuffle position follows from how many batches the checkpoint consumed.
+    batches_per_epoch = len(train_set) // args.batch_size
+    epoch, batch_in_epoch = divmod(step * args.grad_accum, batches_per_epoch) if batches_per_epoch else (0, 0)
+    sampler = EpochShuffler(len(train_set), args.seed, epoch, batch_in_epoch * args.batch_size)
+    # The loader's own generator keeps it from drawing on the global RNG that dropout uses.
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, drop_last=True,
+                              generator=torch.Generator().manual_seed(args.seed))
+    batches = cycle(train_loader)
+    eval_rng = np.random.default_rng(args.seed)
+    eval_starts = {split: eval_rng.integers(0, len(ds), (args.eval_iters, args.batch_size))
+                   for split, ds in (("train", train_set), ("val", val_set))}
+
+    metrics_path = os.path.join(args.out_dir, "metrics.jsonl")
+    if checkpoint and os.path.exists(metrics_path):  # drop what a killed run logged past the checkpoint
+        with open(metrics_path) as f:
+            kept = [line for line in f if json.loads(line)["iter"] <= step]
+        with open(metrics_path, "w") as f:
+            f.writelines(kept)
+    elif not checkpoint and os.path.exists(metrics_path):
+        os.remove(metrics_path)
+
+    print(f"model: {model.num_params() / 1e6:.2f}M parameters, {config}")
+    print(f"data: {len(train_set.tokens):,} train / {len(val_set.tokens):,} val tokens from "
+          f"{data_location or DEFAULT_DATA}; device {device}, {dtype}")
+    warn_if_slow_on_cpu(model, config, args, device)
+
+    def checkpoint_state():
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                 "config": asdict(config), "train_args": {k: getattr(args, k) for k in TRAIN_DEFAULTS},
+                 "rng_cpu": torch.get_rng_state(), "data": os.path.abspath(data_location) if data_location else None,
+                 "tokenizer": os.path.abspath(tokenizer_path) if tokenizer_path else None}
+        if device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(device)
+        return state
+
+    # Ctrl-C: finish the current step, write a checkpoint, exit. A second Ctrl-C stops at once.
+    stop_requested = []
+
+    def on_sigint(signum, frame):
+        stop_requested.append(True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, on_sigint)
+
+    if checkpoint:  # last thing before the loop, so that dropout continues the same random stream
+        torch.set_rng_state(checkpoint["rng_cpu"])
+        if device.type == "cuda" and "rng_cuda" in checkpoint:
+            torch.cuda.set_rng_state(checkpoint["rng_cuda"], device)
+    tokens_per_step = args.batch_size * args.grad_accum * config.context_len
+    bar = tqdm(total=args.max_iters, initial=step, desc="training", dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 10)
+    last_time, last_step = time.perf_counter(), step
+    model.train()
+    while step < args.max_iters and not stop_requested:
+        lr = learning_rate_at(step, args)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        for _ in range(args.grad_accum):
+            x, y = next(batches)  # (B, T), (B, T)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with autocast:
+                logits = train_model(x)  # (B, T, V)
+                loss = loss_fn(logits.view(-1, logits.size(-1)), y.view(-1))
+            scaler.scale(loss / args.grad_accum).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        bar.update(1)
+
+        if step % args.log_interval == 0 or step == args.max_iters:
+            now = time.perf_counter()
+            tokens_per_s = (step - last_step) * tokens_per_step / (now - last_time)
+            last_time, last_step = now, step
+            write_metrics(metrics_path, {"iter": step, "train_loss": loss.item(), "lr": lr,
+                                         "tokens_per_s": tokens_per_s})
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
+        if step % args.eval_interval == 0 or step == args.max_iters:
+            losses = evaluate(train_model, {"train": train_set, "val": val_set}, eval_starts, loss_fn, device, autocast)
+            write_metrics(metrics_path, {"iter": step, "eval_train_loss": losses["train"], "val_loss": losses["val"]})
+            bar.write(f"iter {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            last_time = time.perf_counter()  # evaluation time is not training throughput
+        if step % args.ckpt_interval == 0 or step == args.max_iters or stop_requested:
+            save_checkpoint(ckpt_path, checkpoint_state())
+            last_time = time.perf_counter()
+    bar.close()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    if stop_requested:
+        print(f"interrupted: checkpoint at iteration {step} in {ckpt_path}; continue with --resume")
+        sys.exit(130)
+    if step == 0 or (checkpoint and step == checkpoint["step"]):
+        print(f"nothing to do: the run is at iteration {step} of --iters {args.max_iters}")
+    from support.plots import plot_losses
+    plot_losses(metrics_path, os.path.join(args.out_dir, "loss_curve.png"))
+    print(f"\nsample (temperature {args.temperature}, top-k {args.top_k}):\n")
+    print(sample_text(model, tokenizer_path, args, device))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
