@@ -17,7 +17,6 @@ for _key in ("purelib", "platlib"):
     if _path not in sys.path:
         sys.path.append(_path)
 
-from setuptools import build_meta as _orig  # noqa: E402
 from setuptools.build_meta import *  # noqa: E402,F401,F403
 
 
@@ -25,9 +24,11 @@ def _torch_if_missing():
     return [] if importlib.util.find_spec("torch") is not None else ["torch"]
 
 
+# setuptools' own versions of these run setup.py to collect setup_requires, which needs torch
+# before pip has had a chance to provide it; this project has no setup_requires.
 def get_requires_for_build_wheel(config_settings=None):
-    return _orig.get_requires_for_build_wheel(config_settings) + _torch_if_missing()
+    return ["wheel"] + _torch_if_missing()
 
 
 def get_requires_for_build_editable(config_settings=None):
-    return _orig.get_requires_for_build_editable(config_settings) + _torch_if_missing()
+    return ["wheel"] + _torch_if_missing()
