@@ -11,6 +11,8 @@ sampling), then main() with the training loop. With no --data the default corpus
 Python's standard library source, tokenized by data/prepare.py) is prepared on first use.
 """
 import argparse
+import contextlib
+import datetime
 import json
 import math
 import os
@@ -21,10 +23,16 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
+
+from support.distributed import any_rank, gather_from_ranks, mean_over_ranks
+from support.plots import plot_losses
+from support.sampling import sample_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(HERE, "data", "stdlib")
@@ -85,19 +93,24 @@ class TokenDataset(Dataset):
 class EpochShuffler(Sampler):
     """DataLoader(shuffle=True)'s order, made resumable: epoch e visits the windows in the
     order of a permutation seeded by (seed, e), so a resumed run can start mid-epoch exactly
-    where the checkpoint stopped instead of replaying or skipping batches."""
+    where the checkpoint stopped instead of replaying or skipping batches. Under torchrun, rank
+    r of w takes every w-th window of that order (as DistributedSampler does), so the ranks
+    together cover the epoch once and a step of w ranks at batch b sees the same windows as
+    one process at batch w * b."""
 
-    def __init__(self, n, seed, epoch=0, start=0):
+    def __init__(self, n, seed, epoch=0, start=0, rank=0, world=1):
         self.n, self.seed, self.epoch, self.start = n, seed, epoch, start
+        self.rank, self.world = rank, world
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        mine = order[:len(self) * self.world][self.rank::self.world]
         start, self.start = self.start, 0
         self.epoch += 1
-        return iter(order[start:].tolist())
+        return iter(mine[start:].tolist())
 
     def __len__(self):
-        return self.n
+        return self.n // self.world
 
 
 def cycle(dataloader):
@@ -349,38 +362,11 @@ def load_checkpoint(path):
         raise UsageError(f"cannot read checkpoint {path}: {e}") from None
 
 
-@torch.no_grad()
-def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None):
-    """Extend idx (B, T) by max_new_tokens sampled tokens, one at a time."""
-    model.eval()
-    for _ in range(max_new_tokens):
-        logits = model(idx[:, -model.config.context_len:])[:, -1, :] / max(temperature, 1e-6)  # (B, V)
-        if top_k:
-            kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        next_id = torch.multinomial(F.softmax(logits.float(), dim=-1), num_samples=1)  # (B, 1)
-        idx = torch.cat((idx, next_id), dim=1)
-    return idx
-
-
-def sample_text(model, tokenizer_path, args, device):
-    """Sample from the model and decode with the run's tokenizer (token ids without one)."""
-    tokenizer = None
-    if tokenizer_path and os.path.exists(tokenizer_path):
-        from tokenizers import Tokenizer
-        tokenizer = Tokenizer.from_file(tokenizer_path)
-    if tokenizer:
-        eot = tokenizer.token_to_id("<|endoftext|>")
-        prompt_ids = tokenizer.encode(args.prompt).ids if args.prompt else [eot if eot is not None else 0]
-    else:
-        prompt_ids = [int(t) for t in args.prompt.split()] if args.prompt else [0]
-    if not prompt_ids or max(prompt_ids) >= model.config.vocab_size:
-        raise UsageError(f"the prompt {args.prompt!r} does not encode to ids below the vocab size.")
-    idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-    out = generate(model, idx, args.num_tokens, args.temperature, args.top_k)[0].tolist()
-    if tokenizer:
-        return tokenizer.decode(out, skip_special_tokens=False).replace("<|endoftext|>", "\n<|endoftext|>\n")
-    return " ".join(map(str, out))
+def print_sample(model, tokenizer_path, args, device):
+    try:
+        print(sample_text(model, tokenizer_path, args, device))
+    except ValueError as e:  # a prompt the model's vocabulary cannot express
+        raise UsageError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- command line
@@ -410,6 +396,8 @@ def parse_args(argv=None):
     train.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                        help="autocast dtype on CUDA (default bfloat16); the CPU trains in float32")
     train.add_argument("--compile", action="store_true", help="torch.compile the model")
+    train.add_argument("--dist-timeout", type=float, default=600,
+                       help="seconds a rank waits for the others under torchrun before the job fails (default 600)")
     sample = p.add_argument_group("sampling")
     sample.add_argument("--sample", action="store_true", help="only sample from the checkpoint in --out-dir")
     sample.add_argument("--prompt", default="", help="text to continue (default: start of a file)")
@@ -485,13 +473,31 @@ def write_metrics(path, record):
         f.write(json.dumps(record) + "\n")
 
 
+# ----------------------------------------------------------------------------- several processes
+
+def init_distributed(args):
+    """Under torchrun (RANK and WORLD_SIZE set) join the process group; else be rank 0 of 1."""
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda, but no CUDA GPU is available. Use --device cpu.")
+    if "RANK" not in os.environ:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    # A dead or stuck rank must end the job, not hang it: collectives give up after the timeout
+    # (and torchrun stops the other ranks as soon as one exits with an error).
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                            timeout=datetime.timedelta(seconds=args.dist_timeout))
+    return dist.get_rank(), dist.get_world_size(), device
+
+
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None):
     args = parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda, but no CUDA GPU is available. Use --device cpu.")
+    rank, world, device = init_distributed(args)
+    is_main = rank == 0  # only rank 0 prints, evaluates, writes metrics and checkpoints
     ckpt_path = os.path.join(args.out_dir, "ckpt.pt")
     checkpoint = load_checkpoint(ckpt_path) if (args.resume or args.sample) else None
     config = resolve_config(args, checkpoint)
@@ -501,17 +507,23 @@ def main(argv=None):
     if args.sample:  # sampling only: no data needed, the checkpoint knows its tokenizer
         model = GPT(config).to(device)
         model.load_state_dict(checkpoint["model"])
-        print(sample_text(model, checkpoint.get("tokenizer"), args, device))
+        print_sample(model, checkpoint.get("tokenizer"), args, device)
         return
 
-    prepare_out_dir(args.out_dir)
     data_location = args.data or (checkpoint or {}).get("data")
-    train_path, val_path, tokenizer_path, dataset_vocab = find_dataset(data_location, config.vocab_size)
+    if is_main:  # rank 0 alone prepares the default corpus; the others wait for it
+        prepare_out_dir(args.out_dir)
+        dataset = find_dataset(data_location, config.vocab_size)
+    if world > 1:
+        dist.barrier()
+    if not is_main:
+        dataset = find_dataset(data_location, config.vocab_size)
+    train_path, val_path, tokenizer_path, dataset_vocab = dataset
     if dataset_vocab and args.vocab_size is None and not checkpoint:
         config.vocab_size = dataset_vocab  # a dataset folder says its own vocab size
     train_set, val_set = make_datasets(train_path, val_path, config.vocab_size, config.context_len)
 
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
     model = GPT(config).to(device)
     optimizer = make_optimizer(model, args, device)
     step = 0
@@ -519,21 +531,35 @@ def main(argv=None):
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         step = checkpoint["step"]
-        print(f"resuming from {ckpt_path} at iteration {step}")
-    elif os.path.exists(ckpt_path):
+        if is_main:
+            print(f"resuming from {ckpt_path} at iteration {step}")
+    elif os.path.exists(ckpt_path) and is_main:
         print(f"note: {ckpt_path} exists and will be replaced by this new run (use --resume to continue it)")
+    torch.manual_seed(args.seed + rank)  # but different dropout masks
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
         args.dtype or ("bfloat16" if device.type == "cuda" else "float32")]
     autocast = torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda" and dtype != torch.float32)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and dtype == torch.float16)
-    train_model = torch.compile(model) if args.compile else model
+    # DDP averages the gradients over ranks during backward; the buffers (the causal mask)
+    # never change, so they need no broadcast.
+    ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                    broadcast_buffers=False) if world > 1 else None
+    train_model = ddp_model or model
+    if args.compile:
+        train_model = torch.compile(train_model)
+    eval_model = model if world > 1 else train_model  # rank 0 evaluates alone: no DDP hooks
     loss_fn = loss_function(config.kernels)
 
-    # Batches: the shuffle position follows from how many batches the checkpoint consumed.
-    batches_per_epoch = len(train_set) // args.batch_size
-    epoch, batch_in_epoch = divmod(step * args.grad_accum, batches_per_epoch) if batches_per_epoch else (0, 0)
-    sampler = EpochShuffler(len(train_set), args.seed, epoch, batch_in_epoch * args.batch_size)
+    # Batches: each rank reads its own share of each epoch's shuffle; where to start follows
+    # from how many windows the checkpoint's run consumed (whatever its number of ranks).
+    sampler = EpochShuffler(len(train_set), args.seed, rank=rank, world=world)
+    windows_per_epoch = len(sampler) // args.batch_size * args.batch_size
+    if windows_per_epoch == 0:
+        raise UsageError(f"the training data has {len(train_set)} windows, fewer than --batch-size "
+                         f"{args.batch_size} x {world} ranks.")
+    seen = step * args.grad_accum * args.batch_size * (checkpoint or {}).get("world_size", world) // world
+    sampler.epoch, sampler.start = divmod(seen, windows_per_epoch)
     # The loader's own generator keeps it from drawing on the global RNG that dropout uses.
     train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, drop_last=True,
                               generator=torch.Generator().manual_seed(args.seed))
@@ -543,27 +569,34 @@ def main(argv=None):
                    for split, ds in (("train", train_set), ("val", val_set))}
 
     metrics_path = os.path.join(args.out_dir, "metrics.jsonl")
-    if checkpoint and os.path.exists(metrics_path):  # drop what a killed run logged past the checkpoint
+    if is_main and checkpoint and os.path.exists(metrics_path):  # drop what a killed run logged past the checkpoint
         with open(metrics_path) as f:
             kept = [line for line in f if json.loads(line)["iter"] <= step]
         with open(metrics_path, "w") as f:
             f.writelines(kept)
-    elif not checkpoint and os.path.exists(metrics_path):
+    elif is_main and not checkpoint and os.path.exists(metrics_path):
         os.remove(metrics_path)
 
-    print(f"model: {model.num_params() / 1e6:.2f}M parameters, {config}")
-    print(f"data: {len(train_set.tokens):,} train / {len(val_set.tokens):,} val tokens from "
-          f"{data_location or DEFAULT_DATA}; device {device}, {dtype}")
-    warn_if_slow_on_cpu(model, config, args, device)
+    tokens_per_step = args.batch_size * args.grad_accum * world * config.context_len
+    if is_main:
+        print(f"model: {model.num_params() / 1e6:.2f}M parameters, {config}")
+        print(f"data: {len(train_set.tokens):,} train / {len(val_set.tokens):,} val tokens from "
+              f"{data_location or DEFAULT_DATA}; device {device}, {dtype}")
+        if world > 1:
+            print(f"{world} ranks: effective batch {args.batch_size} x {args.grad_accum} grad accum x "
+                  f"{world} ranks = {args.batch_size * args.grad_accum * world} sequences per step")
+        warn_if_slow_on_cpu(model, config, args, device)
 
     def checkpoint_state():
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                 "config": asdict(config), "train_args": {k: getattr(args, k) for k in TRAIN_DEFAULTS},
-                 "rng_cpu": torch.get_rng_state(), "data": os.path.abspath(data_location) if data_location else None,
-                 "tokenizer": os.path.abspath(tokenizer_path) if tokenizer_path else None}
+        """Called by every rank (it gathers their RNG states); rank 0 writes the result."""
+        rng_cpu, rng_cuda = gather_from_ranks(torch.get_rng_state(), world), None
         if device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state(device)
-        return state
+            rng_cuda = gather_from_ranks(torch.cuda.get_rng_state(device), world)
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                "config": asdict(config), "train_args": {k: getattr(args, k) for k in TRAIN_DEFAULTS},
+                "world_size": world, "rng_cpu": rng_cpu, "rng_cuda": rng_cuda,
+                "data": os.path.abspath(data_location) if data_location else None,
+                "tokenizer": os.path.abspath(tokenizer_path) if tokenizer_path else None}
 
     # Ctrl-C: finish the current step, write a checkpoint, exit. A second Ctrl-C stops at once.
     stop_requested = []
@@ -574,25 +607,30 @@ def main(argv=None):
     signal.signal(signal.SIGINT, on_sigint)
 
     if checkpoint:  # last thing before the loop, so that dropout continues the same random stream
-        torch.set_rng_state(checkpoint["rng_cpu"])
-        if device.type == "cuda" and "rng_cuda" in checkpoint:
-            torch.cuda.set_rng_state(checkpoint["rng_cuda"], device)
-    tokens_per_step = args.batch_size * args.grad_accum * config.context_len
-    bar = tqdm(total=args.max_iters, initial=step, desc="training", dynamic_ncols=True,
+        torch.set_rng_state(checkpoint["rng_cpu"][rank % len(checkpoint["rng_cpu"])])
+        if device.type == "cuda" and checkpoint.get("rng_cuda"):
+            torch.cuda.set_rng_state(checkpoint["rng_cuda"][rank % len(checkpoint["rng_cuda"])], device)
+    bar = tqdm(total=args.max_iters, initial=step, desc="training", dynamic_ncols=True, disable=not is_main,
                mininterval=0.5 if sys.stderr.isatty() else 10)
     last_time, last_step = time.perf_counter(), step
     model.train()
-    while step < args.max_iters and not stop_requested:
+    stop = False
+    while step < args.max_iters and not stop:
         lr = learning_rate_at(step, args)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        for _ in range(args.grad_accum):
+        step_loss = 0.0  # mean over the micro-batches of this step
+        for micro_step in range(args.grad_accum):
             x, y = next(batches)  # (B, T), (B, T)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast:
-                logits = train_model(x)  # (B, T, V)
-                loss = loss_fn(logits.view(-1, logits.size(-1)), y.view(-1))
-            scaler.scale(loss / args.grad_accum).backward()
+            # With accumulation, all-reduce the gradients once, on the last micro-batch.
+            sync = ddp_model is None or micro_step == args.grad_accum - 1
+            with contextlib.nullcontext() if sync else ddp_model.no_sync():
+                with autocast:
+                    logits = train_model(x)  # (B, T, V)
+                    loss = loss_fn(logits.view(-1, logits.size(-1)), y.view(-1))
+                scaler.scale(loss / args.grad_accum).backward()
+            step_loss += loss.detach() / args.grad_accum
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         scaler.step(optimizer)
@@ -600,34 +638,42 @@ def main(argv=None):
         optimizer.zero_grad(set_to_none=True)
         step += 1
         bar.update(1)
+        stop = any_rank(bool(stop_requested), world, device)  # every rank stops at the same step
 
         if step % args.log_interval == 0 or step == args.max_iters:
+            loss_value = mean_over_ranks(step_loss, world)
             now = time.perf_counter()
             tokens_per_s = (step - last_step) * tokens_per_step / (now - last_time)
             last_time, last_step = now, step
-            write_metrics(metrics_path, {"iter": step, "train_loss": loss.item(), "lr": lr,
-                                         "tokens_per_s": tokens_per_s})
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
-        if step % args.eval_interval == 0 or step == args.max_iters:
-            losses = evaluate(train_model, {"train": train_set, "val": val_set}, eval_starts, loss_fn, device, autocast)
+            if is_main:
+                write_metrics(metrics_path, {"iter": step, "train_loss": loss_value, "lr": lr,
+                                             "tokens_per_s": tokens_per_s})
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
+        if is_main and (step % args.eval_interval == 0 or step == args.max_iters):
+            losses = evaluate(eval_model, {"train": train_set, "val": val_set}, eval_starts, loss_fn, device, autocast)
             write_metrics(metrics_path, {"iter": step, "eval_train_loss": losses["train"], "val_loss": losses["val"]})
             bar.write(f"iter {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             last_time = time.perf_counter()  # evaluation time is not training throughput
-        if step % args.ckpt_interval == 0 or step == args.max_iters or stop_requested:
-            save_checkpoint(ckpt_path, checkpoint_state())
+        if step % args.ckpt_interval == 0 or step == args.max_iters or stop:
+            state = checkpoint_state()
+            if is_main:
+                save_checkpoint(ckpt_path, state)
             last_time = time.perf_counter()
     bar.close()
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    if stop_requested:
+    if world > 1:
+        dist.destroy_process_group()
+    if not is_main:
+        sys.exit(130 if stop else 0)
+    if stop:
         print(f"interrupted: checkpoint at iteration {step} in {ckpt_path}; continue with --resume")
         sys.exit(130)
     if step == 0 or (checkpoint and step == checkpoint["step"]):
         print(f"nothing to do: the run is at iteration {step} of --iters {args.max_iters}")
-    from support.plots import plot_losses
     plot_losses(metrics_path, os.path.join(args.out_dir, "loss_curve.png"))
     print(f"\nsample (temperature {args.temperature}, top-k {args.top_k}):\n")
-    print(sample_text(model, tokenizer_path, args, device))
+    print_sample(model, tokenizer_path, args, device)
 
 
 if __name__ == "__main__":
