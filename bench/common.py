@@ -117,8 +117,10 @@ def peak_memory_bytes(fn, device):
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    deltas = sorted((e.time_range.start, e.cpu_memory_usage) for e in prof.events()
-                    if e.name == "[memory]")
+    # An op's self_cpu_memory_usage is what it allocated minus what it freed, children
+    # excluded; "[memory]" events are frees outside any op (e.g. a tensor going out of scope).
+    deltas = sorted((e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
+                    for e in prof.events())
     current = peak = 0
     for _, delta in deltas:
         current += delta
