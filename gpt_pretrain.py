@@ -457,6 +457,7 @@ def warn_if_slow_on_cpu(model, config, args, device):
     tokens = args.batch_size * args.grad_accum * config.context_len
     flops = 6 * model.num_params() * tokens + 12 * config.n_layer * config.embed_dim * config.context_len * tokens
     a = torch.full((512, 512), 0.5)  # not randn: this must not move the RNG that dropout uses
+    a @ a  # warm-up: the first product also starts the thread pool
     t0 = time.perf_counter()
     for _ in range(10):
         a @ a
@@ -477,7 +478,10 @@ def write_metrics(path, record):
 
 def init_distributed(args):
     """Under torchrun (RANK and WORLD_SIZE set) join the process group; else be rank 0 of 1."""
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise UsageError(f"--device {args.device} is not a device torch knows: use cpu, cuda or cuda:N.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda, but no CUDA GPU is available. Use --device cpu.")
     if "RANK" not in os.environ:
