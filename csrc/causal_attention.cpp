@@ -1,0 +1,405 @@
+// Fused causal attention with in-kernel dropout: the CPU kernel (fp32, fp64) and the op glue
+// shared by both backends (argument checks, the composite causal_attention, the debug mask op).
+//
+// Algorithm (FlashAttention-2, Dao 2023), per head, scale s = 1/sqrt(D) by default:
+//   forward   for each tile of BR = 64 query rows i, stream the key/value tiles of BC = 64 columns
+//             j <= i (tiles wholly above the diagonal are skipped):
+//               S = s * Q_i K_j^T                              (BR x BC, gemm)
+//               m' = max(m, rowmax S);  P = exp(S - m');  l = l * exp(m - m') + rowsum P
+//               O = O * exp(m - m') + (P o Z) V_j              (gemm; Z = dropout mask / (1-p))
+//             then O /= l and lse = m + log l. Written: O (B,H,T,D) and lse (B,H,T) fp32 (fp64 for fp64 inputs); the
+//             (T,T) probabilities never exist beyond one BR x BC tile.
+//   backward  delta_i = rowsum(dO_i o O_i); for each key tile j, for each query tile i >= j:
+//               P = exp(s * Q_i K_j^T - lse_i)   (recomputed; causal mask on the diagonal tile)
+//               dV_j += (P o Z)^T dO_i
+//               dP = (dO_i V_j^T) o Z;  dS = P o (dP - delta_i)
+//               dK_j += s * dS^T Q_i;   dQ_i += s * dS K_j
+//             Z is regenerated from (seed, offset, b, h, i, j) by csrc/philox_dropout.h.
+//   Causal FLOPs: forward 2 gemms of 2*T*T*D/2 each = 2*B*H*T*T*D; backward 5 gemms = 2.5x.
+//   Memory traffic: forward reads q, k, v (k and v once per query tile: T/BR times, from
+//   cache at these sizes), writes out + lse; backward reads q, k, v, out, dout, lse once per key
+//   tile, writes dq, dk, dv. (32, 6, 256, 64) fp32: 12.6 MB per tensor.
+//
+// CPU mapping: the tile products run through the BLAS sgemm that torch links (MKL on x86
+// wheels) on raw pointers with the tensors' row strides, so non-contiguous q, k, v
+// (e.g. .view(B,T,H,D).transpose(1,2)) are read in place. The softmax, mask and dropout pass is
+// a plain loop with a polynomial exp that gcc vectorises (AVX2). Forward: at::parallel_for over
+// (b, h, query tile); backward: over (b, h), each head's dq accumulated by the thread that owns
+// the head (no atomics).
+// Dropout: one Philox4x32-10 call gives the keep bits of 8 neighbouring elements; p = 0 is a
+// separate template instance with no dropout code.
+//
+// Check:     python -m pytest tests/test_attention.py
+// Benchmark: python bench/attn_bench.py [--device cpu|cuda] [--quick]
+//
+// Versions and timings, (32, 6, 256, 64) fp32 forward+backward, 2 cores (noisy, shared machine):
+//   see the notes at the end of this file.
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <type_traits>
+
+#include "causal_attention_checks.h"
+#include "philox_dropout.h"
+
+namespace gpt_kernels {
+namespace {
+
+constexpr int64_t BR = 64;  // query rows per tile
+constexpr int64_t BC = 64;  // key columns per tile (BR == BC: only diagonal tiles are masked)
+
+// Column-major gemm C = alpha op(A) op(B) + beta C through the Fortran BLAS that torch's CPU
+// library exports (MKL's sgemm_/dgemm_ on x86 wheels; the LP64 interface, 32-bit ints).
+// at::native::cpublas::gemm would be the natural call but its symbols are not exported.
+// The symbols are weak so the module still loads with a torch that lacks them; then the tiles
+// go through at::addmm on from_blob views (correct, a few microseconds slower per call).
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+            const float* beta, float* c, const int* ldc) __attribute__((weak));
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
+            const double* beta, double* c, const int* ldc) __attribute__((weak));
+}
+
+template <typename T>
+void gemm_fallback(char ta, char tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+                   int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  const auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  // op(A) is m x k, op(B) k x n, C m x n, all column-major: element (r, s) at r + s * ld.
+  auto A = ta == 'N' ? at::from_blob(const_cast<T*>(a), {m, k}, {1, lda}, opt)
+                     : at::from_blob(const_cast<T*>(a), {m, k}, {lda, 1}, opt);
+  auto B = tb == 'N' ? at::from_blob(const_cast<T*>(b), {k, n}, {1, ldb}, opt)
+                     : at::from_blob(const_cast<T*>(b), {k, n}, {ldb, 1}, opt);
+  auto C = at::from_blob(c, {m, n}, {1, ldc}, opt);
+  C.addmm_(A, B, beta, alpha);
+}
+
+template <typename T>
+inline void gemm_cm(char ta, char tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+                    int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
+  const int ldai = static_cast<int>(lda), ldbi = static_cast<int>(ldb), ldci = static_cast<int>(ldc);
+  if constexpr (std::is_same_v<T, float>) {
+    if (sgemm_) return sgemm_(&ta, &tb, &mi, &ni, &ki, &alpha, a, &ldai, b, &ldbi, &beta, c, &ldci);
+  } else {
+    if (dgemm_) return dgemm_(&ta, &tb, &mi, &ni, &ki, &alpha, a, &ldai, b, &ldbi, &beta, c, &ldci);
+  }
+  gemm_fallback(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// Row-major wrappers around the column-major gemm (a row-major matrix is the transpose of a
+// column-major one, so C = A B is computed as C^T = B^T A^T).
+// C[M,N] = alpha * A[M,K] B[N,K]^T + beta * C
+template <typename T>
+inline void mm_nt(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+                  int64_t ldb, T beta, T* C, int64_t ldc) {
+  gemm_cm<T>('T', 'N', N, M, K, alpha, B, ldb, A, lda, beta, C, ldc);
+}
+// C[M,N] = alpha * A[M,K] B[K,N] + beta * C
+template <typename T>
+inline void mm_nn(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+                  int64_t ldb, T beta, T* C, int64_t ldc) {
+  gemm_cm<T>('N', 'N', N, M, K, alpha, B, ldb, A, lda, beta, C, ldc);
+}
+// C[M,N] = alpha * A[K,M]^T B[K,N] + beta * C
+template <typename T>
+inline void mm_tn(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+                  int64_t ldb, T beta, T* C, int64_t ldc) {
+  gemm_cm<T>('N', 'T', N, M, K, alpha, B, ldb, A, lda, beta, C, ldc);
+}
+
+// x[c] = exp(x[c] - sub) for c < n. Float: Cody-Waite range reduction and a degree-6 Taylor
+// polynomial (relative error < 2e-7), branch-free so gcc vectorises it; arguments are <= 0 here.
+inline void exp_sub(float* x, int64_t n, float sub) {
+  for (int64_t c = 0; c < n; ++c) {
+    const float v = std::max(x[c] - sub, -87.0f);
+    const float t = std::floor(v * 1.44269504088896341f + 0.5f);
+    const float f = (v - t * 0.693145751953125f) - t * 1.42860682030941723212e-6f;
+    float p = 1.0f / 720;
+    p = p * f + 1.0f / 120;
+    p = p * f + 1.0f / 24;
+    p = p * f + 1.0f / 6;
+    p = p * f + 0.5f;
+    p = p * f + 1.0f;
+    p = p * f + 1.0f;
+    const int32_t bits = (static_cast<int32_t>(t) + 127) << 23;
+    float two_t;
+    std::memcpy(&two_t, &bits, sizeof(float));
+    x[c] = p * two_t;
+  }
+}
+inline void exp_sub(double* x, int64_t n, double sub) {
+  for (int64_t c = 0; c < n; ++c) x[c] = std::exp(x[c] - sub);
+}
+
+// Multiply row[0, n) of attention row i (columns j0 + c) by the dropout mask Z: kept values
+// scaled by keep_scale, dropped set to 0. j0 is a multiple of 8.
+template <typename T>
+inline void apply_dropout_row(T* row, int64_t n, T keep_scale, uint64_t seed, uint64_t offset,
+                              uint32_t bh, int64_t i, int64_t j0, uint32_t threshold) {
+  for (int64_t c0 = 0; c0 < n; c0 += 8) {
+    const uint32_t bits = dropout_keep8(seed, offset, bh, static_cast<uint32_t>(i),
+                                        static_cast<uint32_t>((j0 + c0) / 8), threshold);
+    const int64_t e_end = std::min<int64_t>(8, n - c0);
+    for (int64_t e = 0; e < e_end; ++e) row[c0 + e] *= ((bits >> e) & 1u) ? keep_scale : T(0);
+  }
+}
+
+struct Dims {
+  int64_t B, H, T, D;
+  int64_t qb, qh, qt, kb, kh, kt, vb, vh, vt;  // strides (elements) of q, k, v; d stride is 1
+};
+
+Dims dims_of(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  return {q.size(0), q.size(1), q.size(2), q.size(3),
+          q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+          v.stride(0), v.stride(1), v.stride(2)};
+}
+
+template <typename T, bool kDropout>
+void forward_cpu(const T* q, const T* k, const T* v, T* out, T* lse, const Dims& d, T scale,
+                 double p, uint64_t seed, uint64_t offset) {
+  const int64_t n_qtiles = (d.T + BR - 1) / BR;
+  const uint32_t threshold = dropout_threshold(static_cast<float>(p));
+  const T keep_scale = static_cast<T>(1.0 / (1.0 - p));
+  at::parallel_for(0, d.B * d.H * n_qtiles, 1, [&](int64_t begin, int64_t end) {
+    alignas(64) T S[BR * BC];
+    alignas(64) T O[BR * 128];
+    T m[BR], l[BR];
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t bh = item / n_qtiles, b = bh / d.H, h = bh % d.H;
+      const int64_t i0 = (item % n_qtiles) * BR, nr = std::min(BR, d.T - i0);
+      const T* Q = q + b * d.qb + h * d.qh + i0 * d.qt;
+      const T* K = k + b * d.kb + h * d.kh;
+      const T* V = v + b * d.vb + h * d.vh;
+      std::fill(O, O + nr * d.D, T(0));
+      std::fill(m, m + nr, -std::numeric_limits<T>::infinity());
+      std::fill(l, l + nr, T(0));
+      for (int64_t j0 = 0; j0 < i0 + nr; j0 += BC) {  // key tiles with some j <= i
+        const int64_t nc = std::min(BC, d.T - j0);
+        mm_nt<T>(nr, nc, d.D, scale, Q, d.qt, K + j0 * d.kt, d.kt, T(0), S, BC);
+        for (int64_t r = 0; r < nr; ++r) {
+          const int64_t i = i0 + r;
+          T* row = S + r * BC;
+          const int64_t n_valid = std::min(nc, i - j0 + 1);  // causal: columns j <= i
+          T mx = row[0];
+          for (int64_t c = 1; c < n_valid; ++c) mx = std::max(mx, row[c]);
+          const T m_new = std::max(m[r], mx);
+          const T alpha = std::exp(m[r] - m_new);  // 0 on the first tile (m = -inf)
+          exp_sub(row, n_valid, m_new);
+          std::fill(row + n_valid, row + nc, T(0));
+          T sum = 0;
+          for (int64_t c = 0; c < n_valid; ++c) sum += row[c];
+          l[r] = l[r] * alpha + sum;  // l sums the probabilities before dropout
+          m[r] = m_new;
+          if (alpha != T(1)) {
+            T* o = O + r * d.D;
+            for (int64_t c = 0; c < d.D; ++c) o[c] *= alpha;
+          }
+          if constexpr (kDropout)
+            apply_dropout_row(row, n_valid, keep_scale, seed, offset, static_cast<uint32_t>(bh), i,
+                              j0, threshold);
+        }
+        mm_nn<T>(nr, d.D, nc, T(1), S, BC, V + j0 * d.vt, d.vt, T(1), O, d.D);
+      }
+      T* out_tile = out + (bh * d.T + i0) * d.D;
+      T* lse_tile = lse + bh * d.T + i0;
+      for (int64_t r = 0; r < nr; ++r) {
+        const T inv_l = T(1) / l[r];  // l >= 1: the row maximum contributes exp(0)
+        for (int64_t c = 0; c < d.D; ++c) out_tile[r * d.D + c] = O[r * d.D + c] * inv_l;
+        lse_tile[r] = m[r] + std::log(l[r]);
+      }
+    }
+  });
+}
+
+// grad_out and out are (B,H,T,D) with d stride 1 (grad_out any row strides, out contiguous);
+// dq, dk, dv contiguous and zeroed.
+template <typename T, bool kDropout>
+void backward_cpu(const T* dout, const at::Tensor& dout_t, const T* q, const T* k, const T* v,
+                  const T* out, const T* lse, T* dq, T* dk, T* dv, const Dims& d, T scale,
+                  double p, uint64_t seed, uint64_t offset) {
+  const int64_t ob = dout_t.stride(0), oh = dout_t.stride(1), ot = dout_t.stride(2);
+  const uint32_t threshold = dropout_threshold(static_cast<float>(p));
+  const T keep_scale = static_cast<T>(1.0 / (1.0 - p));
+  at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
+    alignas(64) T P[BR * BC];
+    alignas(64) T dP[BR * BC];
+    std::vector<T> delta(d.T);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / d.H, h = bh % d.H;
+      const T* Q = q + b * d.qb + h * d.qh;
+      const T* K = k + b * d.kb + h * d.kh;
+      const T* V = v + b * d.vb + h * d.vh;
+      const T* dO = dout + b * ob + h * oh;
+      const T* O = out + bh * d.T * d.D;
+      const T* L = lse + bh * d.T;
+      T* dQ = dq + bh * d.T * d.D;
+      T* dK = dk + bh * d.T * d.D;
+      T* dV = dv + bh * d.T * d.D;
+      for (int64_t i = 0; i < d.T; ++i) {  // delta_i = rowsum(dO o O) = sum_j P_ij dP_ij
+        T s = 0;
+        for (int64_t c = 0; c < d.D; ++c) s += dO[i * ot + c] * O[i * d.D + c];
+        delta[i] = s;
+      }
+      for (int64_t j0 = 0; j0 < d.T; j0 += BC) {
+        const int64_t nc = std::min(BC, d.T - j0);
+        for (int64_t i0 = j0; i0 < d.T; i0 += BR) {  // query tiles with some i >= j
+          const int64_t nr = std::min(BR, d.T - i0);
+          mm_nt<T>(nr, nc, d.D, scale, Q + i0 * d.qt, d.qt, K + j0 * d.kt, d.kt, T(0), P, BC);
+          mm_nt<T>(nr, nc, d.D, T(1), dO + i0 * ot, ot, V + j0 * d.vt, d.vt, T(0), dP, BC);
+          for (int64_t r = 0; r < nr; ++r) {
+            const int64_t i = i0 + r;
+            T* prow = P + r * BC;
+            T* dprow = dP + r * BC;
+            const int64_t n_valid = std::min(nc, i - j0 + 1);
+            exp_sub(prow, n_valid, L[i]);
+            std::fill(prow + n_valid, prow + nc, T(0));
+            const T di = delta[i];
+            if constexpr (kDropout) {
+              for (int64_t c0 = 0; c0 < n_valid; c0 += 8) {
+                const uint32_t bits =
+                    dropout_keep8(seed, offset, static_cast<uint32_t>(bh), static_cast<uint32_t>(i),
+                                  static_cast<uint32_t>((j0 + c0) / 8), threshold);
+                const int64_t e_end = std::min<int64_t>(8, n_valid - c0);
+                for (int64_t e = 0; e < e_end; ++e) {
+                  const T z = ((bits >> e) & 1u) ? keep_scale : T(0);
+                  const T pe = prow[c0 + e];
+                  dprow[c0 + e] = pe * (dprow[c0 + e] * z - di);  // dS
+                  prow[c0 + e] = pe * z;                          // P o Z
+                }
+              }
+            } else {
+              for (int64_t c = 0; c < n_valid; ++c) dprow[c] = prow[c] * (dprow[c] - di);
+            }
+            std::fill(dprow + n_valid, dprow + nc, T(0));
+          }
+          // P now holds P o Z, dP holds dS.
+          mm_tn<T>(nc, d.D, nr, T(1), P, BC, dO + i0 * ot, ot, T(1), dV + j0 * d.D, d.D);
+          mm_tn<T>(nc, d.D, nr, scale, dP, BC, Q + i0 * d.qt, d.qt, T(1), dK + j0 * d.D, d.D);
+          mm_nn<T>(nr, d.D, nc, scale, dP, BC, K + j0 * d.kt, d.kt, T(1), dQ + i0 * d.D, d.D);
+        }
+      }
+    }
+  });
+}
+
+// Draws (seed, offset) for one call from the CPU generator: a fresh 64-bit seed, offset 0.
+std::pair<uint64_t, uint64_t> cpu_philox_seed() {
+  auto gen = at::get_generator_or_default<at::CPUGeneratorImpl>(std::nullopt,
+                                                                at::detail::getDefaultCPUGenerator());
+  std::lock_guard<std::mutex> lock(gen->mutex_);
+  return {gen->random64(), 0};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_attention_forward_cpu(
+    const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in, double dropout_p,
+    double scale, std::optional<int64_t> seed_arg) {
+  check_attention_inputs(q_in, k_in, v_in, dropout_p, "causal_attention_forward");
+  TORCH_CHECK(q_in.scalar_type() == at::kFloat || q_in.scalar_type() == at::kDouble,
+              "causal_attention: on the CPU q, k, v must be float32 or float64, got ",
+              q_in.scalar_type());
+  const at::Tensor q = last_dim_contiguous(q_in), k = last_dim_contiguous(k_in),
+                   v = last_dim_contiguous(v_in);
+  const Dims d = dims_of(q, k, v);
+  auto out = at::empty({d.B, d.H, d.T, d.D}, q.options());
+  auto lse = at::empty({d.B, d.H, d.T}, q.options());  // fp32, or fp64 for fp64 inputs
+  uint64_t seed = 0, offset = 0;
+  if (dropout_p > 0) {
+    if (seed_arg.has_value()) seed = static_cast<uint64_t>(*seed_arg);
+    else std::tie(seed, offset) = cpu_philox_seed();
+  }
+  auto rng_state = make_rng_state(seed, offset);
+  if (d.T == 0 || d.B * d.H == 0) return {out, lse, rng_state};
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "causal_attention_forward_cpu", [&] {
+    const auto run = dropout_p > 0 ? forward_cpu<scalar_t, true> : forward_cpu<scalar_t, false>;
+    run(q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
+        out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(), d, static_cast<scalar_t>(scale),
+        dropout_p, seed, offset);
+  });
+  return {out, lse, rng_state};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_attention_backward_cpu(
+    const at::Tensor& dout_in, const at::Tensor& q_in, const at::Tensor& k_in,
+    const at::Tensor& v_in, const at::Tensor& out_in, const at::Tensor& lse_in,
+    const at::Tensor& rng_state, double dropout_p, double scale) {
+  check_backward_inputs(dout_in, q_in, k_in, v_in, out_in, lse_in, rng_state, dropout_p);
+  const at::Tensor q = last_dim_contiguous(q_in), k = last_dim_contiguous(k_in),
+                   v = last_dim_contiguous(v_in), dout = last_dim_contiguous(dout_in),
+                   out = out_in.contiguous(), lse = lse_in.contiguous();
+  const Dims d = dims_of(q, k, v);
+  auto dq = at::zeros({d.B, d.H, d.T, d.D}, q.options());
+  auto dk = at::zeros({d.B, d.H, d.T, d.D}, q.options());
+  auto dv = at::zeros({d.B, d.H, d.T, d.D}, q.options());
+  if (d.T == 0 || d.B * d.H == 0) return {dq, dk, dv};
+  const auto [seed, offset] = read_rng_state(rng_state);
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "causal_attention_backward_cpu", [&] {
+    const auto run = dropout_p > 0 ? backward_cpu<scalar_t, true> : backward_cpu<scalar_t, false>;
+    run(dout.data_ptr<scalar_t>(), dout, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
+        v.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(),
+        dq.data_ptr<scalar_t>(), dk.data_ptr<scalar_t>(), dv.data_ptr<scalar_t>(), d,
+        static_cast<scalar_t>(scale), dropout_p, seed, offset);
+  });
+  return {dq, dk, dv};
+}
+
+// The public op: checks, default scale, and the forward (whose autograd formula is registered
+// in gpt_kernels/attention.py). Composite, so it runs for every backend.
+at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            double dropout_p, std::optional<double> scale) {
+  check_attention_inputs(q, k, v, dropout_p, "causal_attention");
+  const double s = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("gpt_kernels::causal_attention_forward", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+                           const at::Tensor&, const at::Tensor&, const at::Tensor&, double, double,
+                           std::optional<int64_t>)>();
+  return std::get<0>(op.call(q, k, v, dropout_p, s, std::nullopt));
+}
+
+// (B, H, T, T) bool: the keep-mask the kernels apply for rng_state (rows i, columns j; only
+// j <= i is meaningful). For tests and for reading the algorithm.
+at::Tensor causal_attention_dropout_mask(int64_t B, int64_t H, int64_t T, double dropout_p,
+                                         const at::Tensor& rng_state) {
+  TORCH_CHECK(dropout_p >= 0 && dropout_p < 1, "causal_attention_dropout_mask: dropout_p must be in [0, 1), got ", dropout_p);
+  const auto [seed, offset] = read_rng_state(rng_state);
+  auto mask = at::empty({B, H, T, T}, at::TensorOptions().dtype(at::kBool));
+  bool* m = mask.data_ptr<bool>();
+  const uint32_t threshold = dropout_threshold(static_cast<float>(dropout_p));
+  at::parallel_for(0, B * H * T, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t bh = row / T, i = row % T;
+      for (int64_t j0 = 0; j0 < T; j0 += 8) {
+        const uint32_t bits = dropout_keep8(seed, offset, static_cast<uint32_t>(bh),
+                                            static_cast<uint32_t>(i), static_cast<uint32_t>(j0 / 8),
+                                            threshold);
+        for (int64_t e = 0; e < 8 && j0 + e < T; ++e) m[row * T + j0 + e] = (bits >> e) & 1u;
+      }
+    }
+  });
+  return mask;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gpt_kernels, CompositeImplicitAutograd, m) {
+  m.impl("causal_attention", &causal_attention);
+}
+
+TORCH_LIBRARY_IMPL(gpt_kernels, CPU, m) {
+  m.impl("causal_attention_forward", &causal_attention_forward_cpu);
+  m.impl("causal_attention_backward", &causal_attention_backward_cpu);
+  m.impl("causal_attention_dropout_mask", &causal_attention_dropout_mask);
+}
+
+}  // namespace gpt_kernels
+
+// Notes: versions and timings (see the header).
