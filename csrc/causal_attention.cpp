@@ -116,11 +116,19 @@ inline void mm_tn(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t 
 }
 
 // x[c] = exp(x[c] - sub) for c < n. Float: Cody-Waite range reduction and a degree-6 Taylor
-// polynomial (relative error < 2e-7), branch-free so gcc vectorises it; arguments are <= 0 here.
+// polynomial (relative error < 2e-7), written so gcc vectorises it (no float compare, no
+// float->int conversion: both trap, so gcc keeps them scalar). Arguments here are finite and
+// <= 0; below about -87 the result is 0.
 inline void exp_sub(float* x, int64_t n, float sub) {
+#pragma omp simd
   for (int64_t c = 0; c < n; ++c) {
-    const float v = std::max(x[c] - sub, -87.0f);
-    const float t = std::floor(v * 1.44269504088896341f + 0.5f);
+    const float v = x[c] - sub;
+    // Round v*log2(e) to the nearest integer n by adding 1.5 * 2^23: the sum's low mantissa
+    // bits then hold n (no float->int conversion, which gcc will not vectorise when it traps).
+    const float shifted = v * 1.44269504088896341f + 12582912.0f;
+    int32_t n_int = __builtin_bit_cast(int32_t, shifted) - 0x4B400000;
+    n_int = n_int < -127 ? -127 : n_int;  // 2^-127 is encoded as +0: exp underflows to 0
+    const float t = shifted - 12582912.0f;
     const float f = (v - t * 0.693145751953125f) - t * 1.42860682030941723212e-6f;
     float p = 1.0f / 720;
     p = p * f + 1.0f / 120;
@@ -129,9 +137,7 @@ inline void exp_sub(float* x, int64_t n, float sub) {
     p = p * f + 0.5f;
     p = p * f + 1.0f;
     p = p * f + 1.0f;
-    const int32_t bits = (static_cast<int32_t>(t) + 127) << 23;
-    float two_t;
-    std::memcpy(&two_t, &bits, sizeof(float));
+    const float two_t = __builtin_bit_cast(float, (n_int + 127) << 23);
     x[c] = p * two_t;
   }
 }
@@ -190,17 +196,20 @@ void forward_cpu(const T* q, const T* k, const T* v, T* out, T* lse, const Dims&
           T* row = S + r * BC;
           const int64_t n_valid = std::min(nc, i - j0 + 1);  // causal: columns j <= i
           T mx = row[0];
+#pragma omp simd reduction(max : mx)
           for (int64_t c = 1; c < n_valid; ++c) mx = std::max(mx, row[c]);
           const T m_new = std::max(m[r], mx);
           const T alpha = std::exp(m[r] - m_new);  // 0 on the first tile (m = -inf)
           exp_sub(row, n_valid, m_new);
           std::fill(row + n_valid, row + nc, T(0));
           T sum = 0;
+#pragma omp simd reduction(+ : sum)
           for (int64_t c = 0; c < n_valid; ++c) sum += row[c];
           l[r] = l[r] * alpha + sum;  // l sums the probabilities before dropout
           m[r] = m_new;
           if (alpha != T(1)) {
             T* o = O + r * d.D;
+#pragma omp simd
             for (int64_t c = 0; c < d.D; ++c) o[c] *= alpha;
           }
           if constexpr (kDropout)
@@ -246,6 +255,7 @@ void backward_cpu(const T* dout, const at::Tensor& dout_t, const T* q, const T* 
       T* dV = dv + bh * d.T * d.D;
       for (int64_t i = 0; i < d.T; ++i) {  // delta_i = rowsum(dO o O) = sum_j P_ij dP_ij
         T s = 0;
+#pragma omp simd reduction(+ : s)
         for (int64_t c = 0; c < d.D; ++c) s += dO[i * ot + c] * O[i * d.D + c];
         delta[i] = s;
       }
@@ -277,6 +287,7 @@ void backward_cpu(const T* dout, const at::Tensor& dout_t, const T* q, const T* 
                 }
               }
             } else {
+#pragma omp simd
               for (int64_t c = 0; c < n_valid; ++c) dprow[c] = prow[c] * (dprow[c] - di);
             }
             std::fill(dprow + n_valid, dprow + nc, T(0));
