@@ -57,3 +57,12 @@ torch.library.register_autograd(_lib + "causal_attention_forward", _backward,
 
 if hasattr(torch.library, "register_autocast"):
     torch.library.register_autocast(_lib + "causal_attention_forward", "cuda", torch.bfloat16)
+
+
+def _double_backward(ctx, *grads):
+    raise NotImplementedError("gpt_kernels.causal_attention: double backward (gradients of "
+                              "gradients) is not supported")
+
+
+torch.library.register_autograd(_lib + "causal_attention_backward", _double_backward,
+                                setup_context=lambda ctx, inputs, output: None)
