@@ -44,6 +44,7 @@
 #include <limits>
 #include <mutex>
 #include <type_traits>
+#include <vector>
 
 #include "causal_attention_checks.h"
 #include "philox_dropout.h"
@@ -145,16 +146,42 @@ inline void exp_sub(double* x, int64_t n, double sub) {
   for (int64_t c = 0; c < n; ++c) x[c] = std::exp(x[c] - sub);
 }
 
-// Multiply row[0, n) of attention row i (columns j0 + c) by the dropout mask Z: kept values
-// scaled by keep_scale, dropped set to 0. j0 is a multiple of 8.
+// The dropout factors Z of row i, columns j0 + c for c < n (n <= BC, j0 a multiple of 8):
+// keep_scale where kept, 0 where dropped. Eight Philox calls (one per 8 columns) run side by
+// side in SIMD lanes; bit for bit the mask of dropout_keep8 (philox_dropout.h), which the
+// tests check against the scalar definition.
 template <typename T>
-inline void apply_dropout_row(T* row, int64_t n, T keep_scale, uint64_t seed, uint64_t offset,
-                              uint32_t bh, int64_t i, int64_t j0, uint32_t threshold) {
-  for (int64_t c0 = 0; c0 < n; c0 += 8) {
-    const uint32_t bits = dropout_keep8(seed, offset, bh, static_cast<uint32_t>(i),
-                                        static_cast<uint32_t>((j0 + c0) / 8), threshold);
-    const int64_t e_end = std::min<int64_t>(8, n - c0);
-    for (int64_t e = 0; e < e_end; ++e) row[c0 + e] *= ((bits >> e) & 1u) ? keep_scale : T(0);
+inline void dropout_factors(T* z, int64_t n, T keep_scale, uint64_t seed, uint64_t offset,
+                            uint32_t bh, int64_t i, int64_t j0, uint32_t threshold) {
+  constexpr int kGroups = BC / 8;
+  uint32_t c0[kGroups], c1[kGroups], c2[kGroups], c3[kGroups];
+  for (int g = 0; g < kGroups; ++g) {
+    c0[g] = static_cast<uint32_t>(j0 / 8 + g);
+    c1[g] = static_cast<uint32_t>(i);
+    c2[g] = bh;
+    c3[g] = static_cast<uint32_t>(offset);
+  }
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  for (int round = 0; round < 10; ++round) {
+#pragma omp simd
+    for (int g = 0; g < kGroups; ++g) {
+      const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0[g];
+      const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2[g];
+      const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[g] ^ k0;
+      const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[g] ^ k1;
+      c0[g] = n0;
+      c1[g] = static_cast<uint32_t>(p1);
+      c2[g] = n2;
+      c3[g] = static_cast<uint32_t>(p0);
+    }
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  for (int64_t c = 0; c < n; ++c) {
+    const int g = static_cast<int>(c >> 3), e = static_cast<int>(c & 7);
+    const uint32_t word = (e >> 1) == 0 ? c0[g] : (e >> 1) == 1 ? c1[g] : (e >> 1) == 2 ? c2[g] : c3[g];
+    const uint32_t u = (word >> ((e & 1) * 16)) & 0xFFFFu;
+    z[c] = u >= threshold ? keep_scale : T(0);
   }
 }
 
@@ -212,9 +239,13 @@ void forward_cpu(const T* q, const T* k, const T* v, T* out, T* lse, const Dims&
 #pragma omp simd
             for (int64_t c = 0; c < d.D; ++c) o[c] *= alpha;
           }
-          if constexpr (kDropout)
-            apply_dropout_row(row, n_valid, keep_scale, seed, offset, static_cast<uint32_t>(bh), i,
-                              j0, threshold);
+          if constexpr (kDropout) {
+            alignas(64) T z[BC];
+            dropout_factors(z, n_valid, keep_scale, seed, offset, static_cast<uint32_t>(bh), i, j0,
+                            threshold);
+#pragma omp simd
+            for (int64_t c = 0; c < n_valid; ++c) row[c] *= z[c];
+          }
         }
         mm_nn<T>(nr, d.D, nc, T(1), S, BC, V + j0 * d.vt, d.vt, T(1), O, d.D);
       }
@@ -229,8 +260,10 @@ void forward_cpu(const T* q, const T* k, const T* v, T* out, T* lse, const Dims&
   });
 }
 
-// grad_out and out are (B,H,T,D) with d stride 1 (grad_out any row strides, out contiguous);
-// dq, dk, dv contiguous and zeroed.
+// grad_out (B,H,T,D) with d stride 1; out, dq, dk, dv contiguous; dq zeroed.
+// Key tiles of BC columns; the query rows of a key tile are taken as one strip i = j0 .. T-1
+// (FlashAttention-2's backward with BR = T - j0: the same formulas, but each of the 5 products
+// is one gemm over the strip, which runs sgemm at a better rate than many 64 x 64 x 64 ones).
 template <typename T, bool kDropout>
 void backward_cpu(const T* dout, const at::Tensor& dout_t, const T* q, const T* k, const T* v,
                   const T* out, const T* lse, T* dq, T* dk, T* dv, const Dims& d, T scale,
@@ -239,9 +272,9 @@ void backward_cpu(const T* dout, const at::Tensor& dout_t, const T* q, const T* 
   const uint32_t threshold = dropout_threshold(static_cast<float>(p));
   const T keep_scale = static_cast<T>(1.0 / (1.0 - p));
   at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
-    alignas(64) T P[BR * BC];
-    alignas(64) T dP[BR * BC];
-    std::vector<T> delta(d.T);
+    std::vector<T> P_buf(d.T * BC), dP_buf(d.T * BC), delta(d.T);
+    T* P = P_buf.data();
+    T* dP = dP_buf.data();
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / d.H, h = bh % d.H;
       const T* Q = q + b * d.qb + h * d.qh;
@@ -261,42 +294,39 @@ void backward_cpu(const T* dout, const at::Tensor& dout_t, const T* q, const T* 
       }
       for (int64_t j0 = 0; j0 < d.T; j0 += BC) {
         const int64_t nc = std::min(BC, d.T - j0);
-        for (int64_t i0 = j0; i0 < d.T; i0 += BR) {  // query tiles with some i >= j
-          const int64_t nr = std::min(BR, d.T - i0);
-          mm_nt<T>(nr, nc, d.D, scale, Q + i0 * d.qt, d.qt, K + j0 * d.kt, d.kt, T(0), P, BC);
-          mm_nt<T>(nr, nc, d.D, T(1), dO + i0 * ot, ot, V + j0 * d.vt, d.vt, T(0), dP, BC);
-          for (int64_t r = 0; r < nr; ++r) {
-            const int64_t i = i0 + r;
-            T* prow = P + r * BC;
-            T* dprow = dP + r * BC;
-            const int64_t n_valid = std::min(nc, i - j0 + 1);
-            exp_sub(prow, n_valid, L[i]);
-            std::fill(prow + n_valid, prow + nc, T(0));
-            const T di = delta[i];
-            if constexpr (kDropout) {
-              for (int64_t c0 = 0; c0 < n_valid; c0 += 8) {
-                const uint32_t bits =
-                    dropout_keep8(seed, offset, static_cast<uint32_t>(bh), static_cast<uint32_t>(i),
-                                  static_cast<uint32_t>((j0 + c0) / 8), threshold);
-                const int64_t e_end = std::min<int64_t>(8, n_valid - c0);
-                for (int64_t e = 0; e < e_end; ++e) {
-                  const T z = ((bits >> e) & 1u) ? keep_scale : T(0);
-                  const T pe = prow[c0 + e];
-                  dprow[c0 + e] = pe * (dprow[c0 + e] * z - di);  // dS
-                  prow[c0 + e] = pe * z;                          // P o Z
-                }
-              }
-            } else {
+        const int64_t nr = d.T - j0;  // query rows i >= j0
+        const T* Qs = Q + j0 * d.qt;
+        const T* dOs = dO + j0 * ot;
+        mm_nt<T>(nr, nc, d.D, scale, Qs, d.qt, K + j0 * d.kt, d.kt, T(0), P, BC);
+        mm_nt<T>(nr, nc, d.D, T(1), dOs, ot, V + j0 * d.vt, d.vt, T(0), dP, BC);
+        for (int64_t r = 0; r < nr; ++r) {
+          const int64_t i = j0 + r;
+          T* prow = P + r * BC;
+          T* dprow = dP + r * BC;
+          const int64_t n_valid = std::min(nc, r + 1);  // causal: columns j <= i
+          exp_sub(prow, n_valid, L[i]);
+          const T di = delta[i];
+          if constexpr (kDropout) {
+            alignas(64) T z[BC];
+            dropout_factors(z, n_valid, keep_scale, seed, offset, static_cast<uint32_t>(bh), i, j0,
+                            threshold);
 #pragma omp simd
-              for (int64_t c = 0; c < n_valid; ++c) dprow[c] = prow[c] * (dprow[c] - di);
+            for (int64_t c = 0; c < n_valid; ++c) {
+              const T pe = prow[c];
+              dprow[c] = pe * (dprow[c] * z[c] - di);  // dS
+              prow[c] = pe * z[c];                     // P o Z
             }
-            std::fill(dprow + n_valid, dprow + nc, T(0));
+          } else {
+#pragma omp simd
+            for (int64_t c = 0; c < n_valid; ++c) dprow[c] = prow[c] * (dprow[c] - di);
           }
-          // P now holds P o Z, dP holds dS.
-          mm_tn<T>(nc, d.D, nr, T(1), P, BC, dO + i0 * ot, ot, T(1), dV + j0 * d.D, d.D);
-          mm_tn<T>(nc, d.D, nr, scale, dP, BC, Q + i0 * d.qt, d.qt, T(1), dK + j0 * d.D, d.D);
-          mm_nn<T>(nr, d.D, nc, scale, dP, BC, K + j0 * d.kt, d.kt, T(1), dQ + i0 * d.D, d.D);
+          std::fill(prow + n_valid, prow + nc, T(0));
+          std::fill(dprow + n_valid, dprow + nc, T(0));
         }
+        // P now holds P o Z, dP holds dS; each key row of dk, dv is written once (beta = 0).
+        mm_tn<T>(nc, d.D, nr, T(1), P, BC, dOs, ot, T(0), dV + j0 * d.D, d.D);
+        mm_tn<T>(nc, d.D, nr, scale, dP, BC, Qs, d.qt, T(0), dK + j0 * d.D, d.D);
+        mm_nn<T>(nr, d.D, nc, scale, dP, BC, K + j0 * d.kt, d.kt, T(1), dQ + j0 * d.D, d.D);
       }
     }
   });
@@ -348,8 +378,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_attention_backward_cpu(
                    out = out_in.contiguous(), lse = lse_in.contiguous();
   const Dims d = dims_of(q, k, v);
   auto dq = at::zeros({d.B, d.H, d.T, d.D}, q.options());
-  auto dk = at::zeros({d.B, d.H, d.T, d.D}, q.options());
-  auto dv = at::zeros({d.B, d.H, d.T, d.D}, q.options());
+  auto dk = at::empty({d.B, d.H, d.T, d.D}, q.options());
+  auto dv = at::empty({d.B, d.H, d.T, d.D}, q.options());
   if (d.T == 0 || d.B * d.H == 0) return {dq, dk, dv};
   const auto [seed, offset] = read_rng_state(rng_state);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "causal_attention_backward_cpu", [&] {
