@@ -57,6 +57,10 @@ namespace {
 
 constexpr int64_t BR = 64;  // query rows per tile
 constexpr int64_t BC = 64;  // key columns per tile (BR == BC: only diagonal tiles are masked)
+// The CPU forward streams wider key tiles (the online softmax is the same): 4x fewer, larger
+// gemms run sgemm closer to its peak; a tile is clipped at the tile's last row, so the causal
+// waste stays within one 64 x 64 diagonal block.
+constexpr int64_t kFwdBC = 256;
 
 // Column-major gemm C = alpha op(A) op(B) + beta C through the Fortran BLAS that torch's CPU
 // library exports (MKL's sgemm_/dgemm_ on x86 wheels; the LP64 interface, 32-bit ints).
@@ -249,7 +253,8 @@ void forward_cpu(const T* q, const T* k, const T* v, T* out, T* lse, const Dims&
   const uint32_t threshold = dropout_threshold(static_cast<float>(p));
   const T keep_scale = static_cast<T>(1.0 / (1.0 - p));
   at::parallel_for(0, d.B * d.H * n_qtiles, 1, [&](int64_t begin, int64_t end) {
-    alignas(64) T S[BR * BC];
+    std::vector<T> S_buf(BR * kFwdBC);
+    T* S = S_buf.data();
     alignas(64) T O[BR * 128];
     T m[BR], l[BR];
     for (int64_t item = begin; item < end; ++item) {
@@ -261,12 +266,12 @@ void forward_cpu(const T* q, const T* k, const T* v, T* out, T* lse, const Dims&
       std::fill(O, O + nr * d.D, T(0));
       std::fill(m, m + nr, -std::numeric_limits<T>::infinity());
       std::fill(l, l + nr, T(0));
-      for (int64_t j0 = 0; j0 < i0 + nr; j0 += BC) {  // key tiles with some j <= i
-        const int64_t nc = std::min(BC, d.T - j0);
-        mm_nt<T>(nr, nc, d.D, scale, Q, d.qt, K + j0 * d.kt, d.kt, T(0), S, BC);
+      for (int64_t j0 = 0; j0 < i0 + nr; j0 += kFwdBC) {  // key tiles with some j <= i
+        const int64_t nc = std::min(kFwdBC, i0 + nr - j0);  // no column beyond the last row's i
+        mm_nt<T>(nr, nc, d.D, scale, Q, d.qt, K + j0 * d.kt, d.kt, T(0), S, kFwdBC);
         for (int64_t r = 0; r < nr; ++r) {
           const int64_t i = i0 + r;
-          T* row = S + r * BC;
+          T* row = S + r * kFwdBC;
           const int64_t n_valid = std::min(nc, i - j0 + 1);  // causal: columns j <= i
           T mx = row[0];
 #pragma omp simd reduction(max : mx)
@@ -287,13 +292,16 @@ void forward_cpu(const T* q, const T* k, const T* v, T* out, T* lse, const Dims&
           }
           if constexpr (kDropout) {
             alignas(64) T z[BC];
-            dropout_factors(z, n_valid, keep_scale, seed, offset, static_cast<uint32_t>(bh), i, j0,
-                            threshold);
+            for (int64_t c0 = 0; c0 < n_valid; c0 += BC) {  // 64 columns per 8 Philox calls
+              const int64_t n = std::min(BC, n_valid - c0);
+              dropout_factors(z, n, keep_scale, seed, offset, static_cast<uint32_t>(bh), i,
+                              j0 + c0, threshold);
 #pragma omp simd
-            for (int64_t c = 0; c < n_valid; ++c) row[c] *= z[c];
+              for (int64_t c = 0; c < n; ++c) row[c0 + c] *= z[c];
+            }
           }
         }
-        mm_nn<T>(nr, d.D, nc, T(1), S, BC, V + j0 * d.vt, d.vt, T(1), O, d.D);
+        mm_nn<T>(nr, d.D, nc, T(1), S, kFwdBC, V + j0 * d.vt, d.vt, T(1), O, d.D);
       }
       T* out_tile = out + (bh * d.T + i0) * d.D;
       T* lse_tile = lse + bh * d.T + i0;
