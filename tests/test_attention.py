@@ -50,6 +50,15 @@ def rel_err(a, b):
     return ((a - b).norm() / (b.norm() + math.sqrt(b.numel()))).item()
 
 
+def exact_or_close(a, b, device):
+    """Bitwise equal on the CPU; on CUDA dq is summed with fp32 atomics in a run-dependent
+    order, so results may differ in the last bits (one bf16 ulp after rounding)."""
+    if device == "cpu":
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    else:
+        torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-2)
+
+
 def make_qkv(B, H, T, D, device, dtype, requires_grad=True, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(B, H, T, D, generator=g).to(device=device, dtype=dtype)
@@ -123,18 +132,18 @@ def test_non_contiguous_inputs(device):
     out = ops.causal_attention(q, k, v)
     qc, kc, vc = [t.detach().contiguous().requires_grad_() for t in (q, k, v)]
     out_c = ops.causal_attention(qc, kc, vc)
-    torch.testing.assert_close(out, out_c, atol=0, rtol=0)
+    torch.testing.assert_close(out, out_c, atol=0, rtol=0)  # the forward has no atomics
     grad = torch.randn_like(out)
     (gx,) = torch.autograd.grad(out, x, grad)
     gq, gk, gv = torch.autograd.grad(out_c, (qc, kc, vc), grad, retain_graph=True)
     expected = torch.cat([g.transpose(1, 2).reshape(B, T, H * D) for g in (gq, gk, gv)], dim=2)
-    torch.testing.assert_close(gx, expected, atol=0, rtol=0)
+    exact_or_close(gx, expected, device)
     # a non-contiguous grad_out (a transposed view) too
     grad_t = torch.randn(B, T, H, D, device=device, dtype=dtype).transpose(1, 2)
     a = torch.autograd.grad(out_c, (qc, kc, vc), grad_t, retain_graph=True)
     b = torch.autograd.grad(out_c, (qc, kc, vc), grad_t.contiguous())
     for x1, x2 in zip(a, b):
-        torch.testing.assert_close(x1, x2, atol=0, rtol=0)
+        exact_or_close(x1, x2, device)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -147,7 +156,7 @@ def test_backward_twice_same_result(device):
     first = torch.autograd.grad(out, (q, k, v), grad, retain_graph=True)
     second = torch.autograd.grad(out, (q, k, v), grad)
     for a, b in zip(first, second):
-        torch.testing.assert_close(a, b, atol=0, rtol=0)
+        exact_or_close(a, b, device)
     torch.testing.assert_close(grad, grad_copy, atol=0, rtol=0)
 
 
