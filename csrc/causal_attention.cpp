@@ -1,39 +1,58 @@
 // Fused causal attention with in-kernel dropout: the CPU kernel (fp32, fp64) and the op glue
 // shared by both backends (argument checks, the composite causal_attention, the debug mask op).
+// The CUDA twin is csrc/cuda/causal_attention_kernels.cu (same formulas, same dropout mask).
 //
 // Algorithm (FlashAttention-2, Dao 2023), per head, scale s = 1/sqrt(D) by default:
-//   forward   for each tile of BR = 64 query rows i, stream the key/value tiles of BC = 64 columns
+//   forward   for each tile of BR = 64 query rows i, stream the key/value tiles of columns
 //             j <= i (tiles wholly above the diagonal are skipped):
-//               S = s * Q_i K_j^T                              (BR x BC, gemm)
+//               S = s * Q_i K_j^T                              (gemm)
 //               m' = max(m, rowmax S);  P = exp(S - m');  l = l * exp(m - m') + rowsum P
 //               O = O * exp(m - m') + (P o Z) V_j              (gemm; Z = dropout mask / (1-p))
-//             then O /= l and lse = m + log l. Written: O (B,H,T,D) and lse (B,H,T) fp32 (fp64 for fp64 inputs); the
-//             (T,T) probabilities never exist beyond one BR x BC tile.
-//   backward  delta_i = rowsum(dO_i o O_i); for each key tile j, for each query tile i >= j:
-//               P = exp(s * Q_i K_j^T - lse_i)   (recomputed; causal mask on the diagonal tile)
+//             then O /= l and lse = m + log l. Written: O (B,H,T,D) and lse (B,H,T), fp32 (fp64
+//             for fp64 inputs); the (T,T) probabilities never exist beyond one tile.
+//   backward  delta_i = rowsum(dO_i o O_i); for each key tile j, for the query rows i >= j:
+//               P = exp(s * Q_i K_j^T - lse_i)   (recomputed; causal mask on the diagonal block)
 //               dV_j += (P o Z)^T dO_i
 //               dP = (dO_i V_j^T) o Z;  dS = P o (dP - delta_i)
 //               dK_j += s * dS^T Q_i;   dQ_i += s * dS K_j
 //             Z is regenerated from (seed, offset, b, h, i, j) by csrc/philox_dropout.h.
+//   Rows never go fully masked: column 0 <= i is valid in every causal row, so m is finite
+//   after the first tile, l >= 1, and no -inf/NaN handling is needed.
 //   Causal FLOPs: forward 2 gemms of 2*T*T*D/2 each = 2*B*H*T*T*D; backward 5 gemms = 2.5x.
-//   Memory traffic: forward reads q, k, v (k and v once per query tile: T/BR times, from
-//   cache at these sizes), writes out + lse; backward reads q, k, v, out, dout, lse once per key
-//   tile, writes dq, dk, dv. (32, 6, 256, 64) fp32: 12.6 MB per tensor.
+//   Memory traffic: forward reads q (once), k and v (once per query tile, from cache at these
+//   sizes), writes out + lse; backward reads k, v once, q, dout once per key tile, out once,
+//   writes dq, dk, dv. (32, 6, 256, 64) fp32: 12.6 MB per tensor, about 100 MB in all.
 //
 // CPU mapping: the tile products run through the BLAS sgemm that torch links (MKL on x86
-// wheels) on raw pointers with the tensors' row strides, so non-contiguous q, k, v
-// (e.g. .view(B,T,H,D).transpose(1,2)) are read in place. The softmax, mask and dropout pass is
-// a plain loop with a polynomial exp that gcc vectorises (AVX2). Forward: at::parallel_for over
-// (b, h, query tile); backward: over (b, h), each head's dq accumulated by the thread that owns
-// the head (no atomics).
-// Dropout: one Philox4x32-10 call gives the keep bits of 8 neighbouring elements; p = 0 is a
-// separate template instance with no dropout code.
+// wheels) on raw pointers with the tensors' row strides, so non-contiguous q, k, v (e.g.
+// .view(B,T,H,D).transpose(1,2)) are read in place. Tiles: forward BR = 64 query rows against
+// key tiles of up to 256 columns clipped at the causal limit (same online softmax; wider tiles
+// mean fewer, larger gemms); backward key tiles of BC = 64 columns against the whole strip of
+// query rows below them (one gemm per product per key tile). The softmax, mask and dropout
+// pass is a plain loop with a polynomial exp that gcc vectorises (AVX2). Parallel:
+// at::parallel_for over (b, h, query tile) forward, over (b, h) backward (each head's dq
+// accumulated by the thread that owns the head: no atomics).
+// Dropout: one Philox4x32-10 call gives the keep bits of 8 neighbouring elements; 8 calls run
+// side by side in AVX2 lanes. p = 0 is a separate template instance with no dropout code.
 //
 // Check:     python -m pytest tests/test_attention.py
 // Benchmark: python bench/attn_bench.py [--device cpu|cuda] [--quick]
 //
-// Versions and timings, (32, 6, 256, 64) fp32 forward+backward, 2 cores (noisy, shared machine):
-//   see the notes at the end of this file.
+// Versions that mattered, (32, 6, 256, 64) fp32, ONE thread, median ms (shared 2-core AMD EPYC,
+// other jobs running: +-10%); forward / backward, dropout 0 | 0.1:
+//   v1 64 x 64 tiles, sgemm per tile, scalar exp/max/sum loops   52 / -
+//   v2 exp as a branch-free polynomial (a float compare or float->int conversion in the loop
+//      kept gcc from vectorising it: both may trap), omp simd reductions      38 / -  |  - / 124
+//   v3 backward: whole query strip per key tile (5 gemms per key tile)         - / 75 | - / 95
+//   v4 Philox with AVX2 intrinsics, 8 counters at once (gcc's vectorisation
+//      of the scalar loop was ~3x slower)                                      37 / 76 | 49 / 90
+//   v5 forward key tiles of 256 columns                                        36 / 76 | 49 / 90
+// 2 threads, fwd+bwd: half the one-thread sums (about 56 ms at p = 0, 70 ms at p = 0.1) is what
+// a quiet machine should show (not measured: this one was shared); the floor is about 40 ms
+// (5.6 GFLOP at 155 GFLOP/s sgemm). bench/results/attn_bench_cpu-2threads.md has the table.
+// Left on the table: the 64 x 64 x 64 gemms run MKL at ~60% of its large-matrix rate (packing
+// per call); a register-blocked AVX2 micro-kernel fused with the softmax would save the packing
+// and the S round trip through memory.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -497,4 +516,3 @@ TORCH_LIBRARY_IMPL(gpt_kernels, CPU, m) {
 
 }  // namespace gpt_kernels
 
-// Notes: versions and timings (see the header).

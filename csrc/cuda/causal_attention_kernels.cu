@@ -34,7 +34,9 @@
 // A register-resident mma.sync m16n8k16 version (FlashAttention-2's layout) is the next step.
 //
 // FLOPs (causal): forward 2*B*H*T*T*D (2 gemms over half of T x T), backward 2.5x that.
-// Shared memory per CTA, D = 64: forward 71.5 KB, backward 88 KB (D = 128: 113 KB, 141 KB).
+// Shared memory per CTA, D = 64: forward 70 KiB, backward 88.5 KiB (D = 128: 110 KiB, 120.5
+// KiB): 2-3 CTAs (8-12 warps) per SM on H100 at D = 64, 1 at D = 128 (dK, dV fragments take
+// 232 registers per thread there).
 //
 // Check: python -m pytest tests/test_attention.py (CUDA cases run when a GPU is present).
 // Bench: python bench/attn_bench.py --device cuda
