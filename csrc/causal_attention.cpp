@@ -47,6 +47,8 @@
 //   v4 Philox with AVX2 intrinsics, 8 counters at once (gcc's vectorisation
 //      of the scalar loop was ~3x slower)                                      37 / 76 | 49 / 90
 //   v5 forward key tiles of 256 columns                                        36 / 76 | 49 / 90
+//   (tried: backward key tiles of 128 columns: 90-96 / 110, worse: the half-masked diagonal
+//   blocks double in size while the gemms gain little)
 // 2 threads, fwd+bwd: half the one-thread sums (about 56 ms at p = 0, 70 ms at p = 0.1) is what
 // a quiet machine should show (not measured: this one was shared); the floor is about 40 ms
 // (5.6 GFLOP at 155 GFLOP/s sgemm). bench/results/attn_bench_cpu-2threads.md has the table.
