@@ -19,6 +19,7 @@ Results: bench/results/attn_bench_<device>.json and .md.
 import argparse
 import math
 import os
+import statistics
 import sys
 
 import torch
@@ -91,7 +92,7 @@ def main():
         shapes = [(32, 6, 256, 64)]
         if device.type == "cuda" and not args.quick:
             shapes += [(8, 12, 1024, 64), (4, 16, 2048, 128)]
-    reps = 3 if args.quick else (10 if device.type == "cpu" else 30)
+    reps = 3 if args.quick else (15 if device.type == "cpu" else 30)
     print(f"attn_bench on {common.device_name(device)}, {dtype}, shapes {shapes}")
 
     limits = {"matmul_tflops": common.matmul_tflops(device)}
@@ -105,7 +106,7 @@ def main():
         grad = torch.randn(B, H, T, D, generator=gen).to(device, dtype)
         for mode in ("fwd", "fwd+bwd"):
             for dropout_p in (0.0, 0.1):
-                group = []
+                steps = {}
                 for name, fn in providers(device):
                     if mode == "fwd":
                         def step(fn=fn):
@@ -115,11 +116,20 @@ def main():
                         def step(fn=fn):
                             return torch.autograd.grad(fn(q, k, v, dropout_p), (q, k, v), grad)
                     try:
-                        step()
+                        common.time_ms(step, device, warmup=1, reps=1)  # warm-up
+                        steps[name] = step
                     except RuntimeError as e:  # this backend does not take this case
                         print(f"  skip {name} {mode} p={dropout_p}: {str(e).splitlines()[0][:100]}")
-                        continue
-                    ms = common.time_ms(step, device, warmup=2, reps=reps)
+                # Repeats interleaved across providers (round-robin), so that a machine whose
+                # load changes during the run (shared CPUs) slows every provider alike and the
+                # same-run ratios stay meaningful.
+                times = {name: [] for name in steps}
+                for _ in range(reps):
+                    for name, step in steps.items():
+                        times[name].append(common.time_ms(step, device, warmup=0, reps=1))
+                group = []
+                for name, step in steps.items():
+                    ms = statistics.median(times[name])
                     peak = common.peak_memory_bytes(step, device)
                     group.append({"shape": f"{B}x{H}x{T}x{D}", "mode": mode, "dropout": dropout_p,
                                   "provider": name, "ms": ms,
@@ -138,7 +148,8 @@ def main():
                ("vs_explicit", "speed-up vs explicit", "{:.2f}x"), ("peak_mb", "peak MB", "{:.1f}")]
     notes = ("Causal FLOPs: forward 2*B*H*T*T*D, backward 2.5x forward. `sdpa` is torch's own "
              "backend choice (on the CPU with dropout > 0 it falls back to the math path). "
-             f"{'CPU: fp32' if device.type == 'cpu' else 'CUDA: bf16'}; {reps} timed repeats, median.")
+             f"{'CPU: fp32' if device.type == 'cpu' else 'CUDA: bf16'}; median of {reps} repeats, "
+             "interleaved across providers.")
     common.write_results("attn_bench", device, rows, columns, limits, notes)
 
 
