@@ -64,7 +64,7 @@
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
-#include <cstring>
+#include <cstdlib>
 #include <limits>
 #include <mutex>
 #include <type_traits>
@@ -110,9 +110,16 @@ void gemm_fallback(char ta, char tb, int64_t m, int64_t n, int64_t k, T alpha, c
   C.addmm_(A, B, beta, alpha);
 }
 
+// GPT_KERNELS_NO_BLAS=1 forces the fallback (for its test).
+inline bool blas_disabled() {
+  static const bool disabled = std::getenv("GPT_KERNELS_NO_BLAS") != nullptr;
+  return disabled;
+}
+
 template <typename T>
 inline void gemm_cm(char ta, char tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
                     int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  if (blas_disabled()) return gemm_fallback(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
   const int ldai = static_cast<int>(lda), ldbi = static_cast<int>(ldb), ldci = static_cast<int>(ldc);
   if constexpr (std::is_same_v<T, float>) {
