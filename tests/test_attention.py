@@ -268,6 +268,7 @@ def test_autocast_float32_inputs_on_cuda():
 def test_opcheck(device):
     dtype = default_dtype(device)
     q, k, v = make_qkv(2, 2, 65, 32, device, dtype)
+    torch.library.opcheck(ops.causal_attention.default, (q, k, v), {"dropout_p": 0.0, "scale": None})
     torch.library.opcheck(ops.causal_attention_forward, (q, k, v, 0.0, 0.2))
     torch.library.opcheck(ops.causal_attention_forward, (q, k, v, 0.3, 0.2, 11))
     # the backward op has no double backward: check it on inputs that do not require grad
