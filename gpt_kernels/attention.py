@@ -4,16 +4,15 @@
 
 causal_attention (composite, csrc/causal_attention.cpp) calls causal_attention_forward, which
 returns (out, lse, rng_state): the per-row log-sum-exp (B, H, T) fp32 (fp64 for fp64
-inputs) and the (seed, offset)
-of the dropout mask as an int64[2] CPU tensor. The backward hands both to
+inputs) and the (seed, offset) of the dropout mask as an int64[2] CPU tensor. The backward hands both to
 causal_attention_backward, which recomputes the probabilities and regenerates the same mask,
 so nothing of size (T, T) is stored. The seed is drawn inside the forward kernel from PyTorch's
 generator of q's device (CPU: a fresh 64-bit seed; CUDA: the Philox (seed, offset) of the CUDA
 generator), so torch.manual_seed governs the mask, also under torch.compile.
 
-Autocast: on CUDA under torch.autocast, float32 q, k, v are cast to the autocast dtype
-(causal_attention_forward runs in bf16/fp16, the only CUDA dtypes it has); a model whose
-q, k, v come from autocast Linear layers already passes bf16.
+Autocast: on CUDA under torch.autocast, float32 q, k, v are cast to bfloat16 (the CUDA
+kernels take bf16 and fp16 only); a model whose q, k, v come from autocast Linear layers
+already passes bf16 (or fp16, which is kept). On the CPU the kernel takes fp32 (and fp64).
 """
 import torch
 
