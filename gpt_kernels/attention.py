@@ -10,9 +10,10 @@ so nothing of size (T, T) is stored. The seed is drawn inside the forward kernel
 generator of q's device (CPU: a fresh 64-bit seed; CUDA: the Philox (seed, offset) of the CUDA
 generator), so torch.manual_seed governs the mask, also under torch.compile.
 
-Autocast: on CUDA under torch.autocast, float32 q, k, v are cast to bfloat16 (the CUDA
-kernels take bf16 and fp16 only); a model whose q, k, v come from autocast Linear layers
-already passes bf16 (or fp16, which is kept). On the CPU the kernel takes fp32 (and fp64).
+Autocast: on CUDA inside torch.autocast, floating q, k, v are cast to bfloat16 whatever the
+autocast dtype (the CUDA kernels take bf16 and fp16; fp16 is used when called outside
+autocast); a model whose q, k, v come from bf16-autocast Linear layers passes bf16 already.
+On the CPU the kernel takes fp32 (and fp64).
 """
 import torch
 
