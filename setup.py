@@ -76,8 +76,8 @@ def extensions():
     if build_cuda:
         os.environ["CUDA_HOME"] = cuda_home  # read by torch.utils.cpp_extension at import
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-            # torch's arch detection crashes when no GPU is visible; Ampere and Hopper
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+            # torch's arch detection crashes when no GPU is visible: Ampere and Hopper cubins, plus PTX that newer GPUs can compile
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
         print(f"gpt-pretrain: building CPU and CUDA kernels (CUDA_HOME={cuda_home}, "
               f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', 'auto')}).")
 

@@ -117,10 +117,17 @@ def peak_memory_bytes(fn, device):
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    # An op's self_cpu_memory_usage is what it allocated minus what it freed, children
-    # excluded; "[memory]" events are frees outside any op (e.g. a tensor going out of scope).
-    deltas = sorted((e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
-                    for e in prof.events())
+    # Each op event carries the bytes it allocated less those it freed itself (children
+    # excluded): counted at its start when positive (allocations happen in leaf ops such as
+    # aten::empty), at its end when negative (what an op frees, it frees by its end).
+    # "[memory]" events are allocations/frees outside any op. The running sum in time order
+    # is the allocation timeline.
+    deltas = []
+    for e in prof.events():
+        usage = e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage
+        if usage:
+            deltas.append((e.time_range.start if usage > 0 else e.time_range.end, usage))
+    deltas.sort()
     current = peak = 0
     for _, delta in deltas:
         current += delta

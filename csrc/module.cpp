@@ -18,5 +18,17 @@ PyObject* PyInit__C(void) {
 // kernel in its own file (TORCH_LIBRARY_IMPL(gpt_kernels, CPU|CUDA, m)), and the Python files
 // of gpt_kernels/ register autograd and fake (meta) implementations.
 TORCH_LIBRARY(gpt_kernels, m) {
-  // cross-entropy (issue 3) and causal attention (issue 4) schemas go here.
+  // (each op: its schema here, its kernels in csrc/<op>.cpp and csrc/cuda/)
+
+  // Causal attention (csrc/causal_attention.cpp, csrc/cuda/causal_attention.*, gpt_kernels/attention.py).
+  // The public op; composite: draws nothing itself, calls causal_attention_forward, whose
+  // autograd formula (attention.py) calls causal_attention_backward.
+  m.def("causal_attention(Tensor q, Tensor k, Tensor v, float dropout_p=0.0, float? scale=None) -> Tensor");
+  // out (B,H,T,D), lse (B,H,T) fp32 (fp64 for fp64 q), rng_state int64[2] = (seed, offset) on the CPU. seed=None
+  // draws the seed from PyTorch's generator of q's device (so torch.manual_seed governs it).
+  m.def("causal_attention_forward(Tensor q, Tensor k, Tensor v, float dropout_p, float scale, int? seed=None) -> (Tensor out, Tensor lse, Tensor rng_state)",
+        {at::Tag::nondeterministic_seeded});
+  m.def("causal_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor rng_state, float dropout_p, float scale) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
+  // Debug/test: the (B,H,T,T) bool keep-mask the kernels apply for rng_state (CPU).
+  m.def("causal_attention_dropout_mask(int B, int H, int T, float dropout_p, Tensor rng_state) -> Tensor");
 }

@@ -8,6 +8,7 @@ Build it with `pip install -e .` from the repository root (see README.md).
 import torch  # noqa: F401  (the compiled library links against torch's libraries)
 
 from . import _C  # noqa: F401  (registers torch.ops.gpt_kernels.* and their CPU/CUDA kernels)
+from . import attention  # noqa: F401,E402  (autograd and fake kernels of causal_attention)
 
 
 def has_cuda_kernels() -> bool:

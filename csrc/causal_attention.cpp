@@ -1,0 +1,589 @@
+// Fused causal attention with in-kernel dropout: the CPU kernel (fp32, fp64) and the op glue
+// shared by both backends (argument checks, the composite causal_attention, the debug mask op).
+// The CUDA twin is csrc/cuda/causal_attention_kernels.cu (same formulas, same dropout mask).
+//
+// Algorithm (FlashAttention-2, Dao 2023), per head, scale s = 1/sqrt(D) by default:
+//   forward   for each tile of BR = 64 query rows i, stream the key/value tiles of columns
+//             j <= i (tiles wholly above the diagonal are skipped):
+//               S = s * Q_i K_j^T                              (gemm)
+//               m' = max(m, rowmax S);  P = exp(S - m');  l = l * exp(m - m') + rowsum P
+//               O = O * exp(m - m') + (P o Z) V_j              (gemm; Z = dropout mask / (1-p))
+//             then O /= l and lse = m + log l. Written: O (B,H,T,D) and lse (B,H,T), fp32 (fp64
+//             for fp64 inputs); the (T,T) probabilities never exist beyond one tile.
+//   backward  delta_i = rowsum(dO_i o O_i); for each key tile j, for the query rows i >= j:
+//               P = exp(s * Q_i K_j^T - lse_i)   (recomputed; causal mask on the diagonal block)
+//               dV_j += (P o Z)^T dO_i
+//               dP = (dO_i V_j^T) o Z;  dS = P o (dP - delta_i)
+//               dK_j += s * dS^T Q_i;   dQ_i += s * dS K_j
+//             Z is regenerated from (seed, offset, b, h, i, j) by csrc/philox_dropout.h.
+//   Rows never go fully masked: column 0 <= i is valid in every causal row, so m is finite
+//   after the first tile, l >= 1, and no -inf/NaN handling is needed.
+//   Causal FLOPs: forward 2 gemms of 2*T*T*D/2 each = 2*B*H*T*T*D; backward 5 gemms = 2.5x.
+//   Memory traffic: forward reads q (once), k and v (once per query tile, from cache at these
+//   sizes), writes out + lse; backward reads k, v once, q, dout once per key tile, out once,
+//   writes dq, dk, dv. (32, 6, 256, 64) fp32: 12.6 MB per tensor, about 100 MB in all.
+//
+// CPU mapping: the tile products run through the BLAS sgemm that torch links (MKL on x86
+// wheels) on raw pointers with the tensors' row strides, so non-contiguous q, k, v (e.g.
+// .view(B,T,H,D).transpose(1,2)) are read in place. Tiles: forward BR = 64 query rows against
+// key tiles of up to 256 columns clipped at the causal limit (same online softmax; wider tiles
+// mean fewer, larger gemms); backward key tiles of BC = 64 columns against the whole strip of
+// query rows below them (one gemm per product per key tile). The softmax, mask and dropout
+// pass is a plain loop with a polynomial exp that gcc vectorises (AVX2). Parallel:
+// at::parallel_for over (b, h, query tile) forward, over (b, h) backward (each head's dq
+// accumulated by the thread that owns the head: no atomics).
+// Dropout: one Philox4x32-10 call gives the keep bits of 8 neighbouring elements; 8 calls run
+// side by side in AVX2 lanes and the factors of 64 columns never leave registers until stored.
+// p = 0 is a separate template instance with no dropout code.
+//
+// Check:     python -m pytest tests/test_attention.py
+// Benchmark: python bench/attn_bench.py [--device cpu|cuda] [--quick]
+//
+// Versions that mattered, (32, 6, 256, 64) fp32, ONE thread, median ms (shared 2-core AMD EPYC,
+// other jobs running: +-10%); forward / backward, dropout 0 | 0.1:
+//   v1 64 x 64 tiles, sgemm per tile, scalar exp/max/sum loops   52 / -
+//   v2 exp as a branch-free polynomial (a float compare or float->int conversion in the loop
+//      kept gcc from vectorising it: both may trap), omp simd reductions      38 / -  |  - / 124
+//   v3 backward: whole query strip per key tile (5 gemms per key tile)         - / 75 | - / 95
+//   v4 Philox with AVX2 intrinsics, 8 counters at once (gcc's vectorisation
+//      of the scalar loop was ~3x slower)                                      37 / 76 | 49 / 90
+//   v5 forward key tiles of 256 columns                                        36 / 76 | 49 / 90
+//   v6 dropout factors in registers: 16-bit compares + 8x8 transpose (the
+//      per-column word select gcc made of the scalar loop was 3/4 of the time:
+//      120 -> 34 ns per 64 columns)                                            37 / 76 | 43 / 81
+//   (tried: backward key tiles of 128 columns: 90-96 / 110, worse: the half-masked diagonal
+//   blocks double in size while the gemms gain little)
+// 2 threads, fwd+bwd: half the one-thread sums (about 56 ms at p = 0, 62 ms at p = 0.1) is what
+// a quiet machine should show (not measured: this one was shared); the floor is about 40 ms
+// (5.6 GFLOP at 155 GFLOP/s sgemm). bench/results/attn_bench_cpu-2threads.md has the table.
+// Left on the table: the 64 x 64 x 64 gemms run MKL at ~60% of its large-matrix rate (packing
+// per call); a register-blocked AVX2 micro-kernel fused with the softmax would save the packing
+// and the S round trip through memory.
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+#include <cstdlib>
+#include <limits>
+#include <mutex>
+#include <type_traits>
+#include <vector>
+
+#include "causal_attention_checks.h"
+#include "philox_dropout.h"
+
+namespace gpt_kernels {
+namespace {
+
+constexpr int64_t BR = 64;  // query rows per tile
+constexpr int64_t BC = 64;  // key columns per tile (BR == BC: only diagonal tiles are masked)
+// The CPU forward streams wider key tiles (the online softmax is the same): 4x fewer, larger
+// gemms run sgemm closer to its peak; a tile is clipped at the tile's last row, so the causal
+// waste stays within one 64 x 64 diagonal block.
+constexpr int64_t kFwdBC = 256;
+
+// Column-major gemm C = alpha op(A) op(B) + beta C through the Fortran BLAS that torch's CPU
+// library exports (MKL's sgemm_/dgemm_ on x86 wheels; the LP64 interface, 32-bit ints).
+// at::native::cpublas::gemm would be the natural call but its symbols are not exported.
+// The symbols are weak so the module still loads with a torch that lacks them; then the tiles
+// go through at::addmm on from_blob views (correct, a few microseconds slower per call).
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+            const float* beta, float* c, const int* ldc) __attribute__((weak));
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
+            const double* beta, double* c, const int* ldc) __attribute__((weak));
+}
+
+template <typename T>
+void gemm_fallback(char ta, char tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+                   int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  const auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  // op(A) is m x k, op(B) k x n, C m x n, all column-major: element (r, s) at r + s * ld.
+  auto A = ta == 'N' ? at::from_blob(const_cast<T*>(a), {m, k}, {1, lda}, opt)
+                     : at::from_blob(const_cast<T*>(a), {m, k}, {lda, 1}, opt);
+  auto B = tb == 'N' ? at::from_blob(const_cast<T*>(b), {k, n}, {1, ldb}, opt)
+                     : at::from_blob(const_cast<T*>(b), {k, n}, {ldb, 1}, opt);
+  auto C = at::from_blob(c, {m, n}, {1, ldc}, opt);
+  C.addmm_(A, B, beta, alpha);
+}
+
+// GPT_KERNELS_NO_BLAS=1 forces the fallback (for its test).
+inline bool blas_disabled() {
+  static const bool disabled = std::getenv("GPT_KERNELS_NO_BLAS") != nullptr;
+  return disabled;
+}
+
+template <typename T>
+inline void gemm_cm(char ta, char tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+                    int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  if (blas_disabled()) return gemm_fallback(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
+  const int ldai = static_cast<int>(lda), ldbi = static_cast<int>(ldb), ldci = static_cast<int>(ldc);
+  if constexpr (std::is_same_v<T, float>) {
+    if (sgemm_) return sgemm_(&ta, &tb, &mi, &ni, &ki, &alpha, a, &ldai, b, &ldbi, &beta, c, &ldci);
+  } else {
+    if (dgemm_) return dgemm_(&ta, &tb, &mi, &ni, &ki, &alpha, a, &ldai, b, &ldbi, &beta, c, &ldci);
+  }
+  gemm_fallback(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// Row-major wrappers around the column-major gemm (a row-major matrix is the transpose of a
+// column-major one, so C = A B is computed as C^T = B^T A^T).
+// C[M,N] = alpha * A[M,K] B[N,K]^T + beta * C
+template <typename T>
+inline void mm_nt(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+                  int64_t ldb, T beta, T* C, int64_t ldc) {
+  gemm_cm<T>('T', 'N', N, M, K, alpha, B, ldb, A, lda, beta, C, ldc);
+}
+// C[M,N] = alpha * A[M,K] B[K,N] + beta * C
+template <typename T>
+inline void mm_nn(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+                  int64_t ldb, T beta, T* C, int64_t ldc) {
+  gemm_cm<T>('N', 'N', N, M, K, alpha, B, ldb, A, lda, beta, C, ldc);
+}
+// C[M,N] = alpha * A[K,M]^T B[K,N] + beta * C
+template <typename T>
+inline void mm_tn(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+                  int64_t ldb, T beta, T* C, int64_t ldc) {
+  gemm_cm<T>('N', 'T', N, M, K, alpha, B, ldb, A, lda, beta, C, ldc);
+}
+
+// x[c] = exp(x[c] - sub) for c < n. Float: Cody-Waite range reduction and a degree-6 Taylor
+// polynomial (relative error < 2e-7), written so gcc vectorises it (no float compare, no
+// float->int conversion: both trap, so gcc keeps them scalar). Arguments here are finite and
+// <= 0; below about -87 the result is 0.
+inline void exp_sub(float* x, int64_t n, float sub) {
+#pragma omp simd
+  for (int64_t c = 0; c < n; ++c) {
+    const float v = x[c] - sub;
+    // Round v*log2(e) to the nearest integer n by adding 1.5 * 2^23: the sum's low mantissa
+    // bits then hold n (no float->int conversion, which gcc will not vectorise when it traps).
+    const float shifted = v * 1.44269504088896341f + 12582912.0f;
+    int32_t n_int = __builtin_bit_cast(int32_t, shifted) - 0x4B400000;
+    n_int = n_int < -127 ? -127 : n_int;  // 2^-127 is encoded as +0: exp underflows to 0
+    const float t = shifted - 12582912.0f;
+    const float f = (v - t * 0.693145751953125f) - t * 1.42860682030941723212e-6f;
+    float p = 1.0f / 720;
+    p = p * f + 1.0f / 120;
+    p = p * f + 1.0f / 24;
+    p = p * f + 1.0f / 6;
+    p = p * f + 0.5f;
+    p = p * f + 1.0f;
+    p = p * f + 1.0f;
+    const float two_t = __builtin_bit_cast(float, (n_int + 127) << 23);
+    x[c] = p * two_t;
+  }
+}
+inline void exp_sub(double* x, int64_t n, double sub) {
+  for (int64_t c = 0; c < n; ++c) x[c] = std::exp(x[c] - sub);
+}
+
+#if defined(__AVX2__)
+// Philox4x32-10 on 8 counters at once (AVX2; the arrays are the counters' 4 words in, the
+// random words out). _mm256_mul_epu32 multiplies the even 32-bit lanes into 64-bit products;
+// the odd lanes go through a second multiply after a 32-bit shift. gcc's own vectorisation of
+// the scalar loop ran about 3x slower (23 ns per 8-element group on one Zen core).
+inline void philox8_avx2(uint32_t* c0, uint32_t* c1, uint32_t* c2, uint32_t* c3, uint32_t k0,
+                         uint32_t k1) {
+  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
+  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
+  __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c0));
+  __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c1));
+  __m256i x2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c2));
+  __m256i x3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c3));
+  for (int round = 0; round < 10; ++round) {
+    const __m256i p0_even = _mm256_mul_epu32(x0, m0);
+    const __m256i p0_odd = _mm256_mul_epu32(_mm256_srli_epi64(x0, 32), m0);
+    const __m256i p1_even = _mm256_mul_epu32(x2, m1);
+    const __m256i p1_odd = _mm256_mul_epu32(_mm256_srli_epi64(x2, 32), m1);
+    const __m256i lo0 = _mm256_blend_epi32(p0_even, _mm256_slli_epi64(p0_odd, 32), 0xAA);
+    const __m256i hi0 = _mm256_blend_epi32(_mm256_srli_epi64(p0_even, 32), p0_odd, 0xAA);
+    const __m256i lo1 = _mm256_blend_epi32(p1_even, _mm256_slli_epi64(p1_odd, 32), 0xAA);
+    const __m256i hi1 = _mm256_blend_epi32(_mm256_srli_epi64(p1_even, 32), p1_odd, 0xAA);
+    const __m256i key0 = _mm256_set1_epi32(static_cast<int>(k0));
+    const __m256i key1 = _mm256_set1_epi32(static_cast<int>(k1));
+    x0 = _mm256_xor_si256(_mm256_xor_si256(hi1, x1), key0);
+    x1 = lo1;
+    x2 = _mm256_xor_si256(_mm256_xor_si256(hi0, x3), key1);
+    x3 = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(c0), x0);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(c1), x1);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(c2), x2);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(c3), x3);
+}
+#endif
+
+#if defined(__AVX2__)
+// dropout_factors for float: z[0, 64) of row i, columns j0 .. j0+63, all in registers: the
+// 8 Philox calls, the 16-bit compares (lanes = the 8 groups, one vector per element e of a
+// group) and an 8x8 transpose to column order. About 4x faster than the portable version.
+inline void dropout_factors64_avx2(float* z, float keep_scale, uint64_t seed, uint64_t offset,
+                                   uint32_t bh, int64_t i, int64_t j0, uint32_t threshold) {
+  alignas(32) uint32_t c0[8], c1[8], c2[8], c3[8];
+  for (int g = 0; g < 8; ++g) {
+    c0[g] = static_cast<uint32_t>(j0 / 8 + g);
+    c1[g] = static_cast<uint32_t>(i);
+    c2[g] = bh;
+    c3[g] = static_cast<uint32_t>(offset);
+  }
+  philox8_avx2(c0, c1, c2, c3, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  const __m256i words[4] = {_mm256_load_si256(reinterpret_cast<const __m256i*>(c0)),
+                            _mm256_load_si256(reinterpret_cast<const __m256i*>(c1)),
+                            _mm256_load_si256(reinterpret_cast<const __m256i*>(c2)),
+                            _mm256_load_si256(reinterpret_cast<const __m256i*>(c3))};
+  // u >= threshold as a signed compare u > threshold - 1 (u < 2^16, threshold - 1 >= -1)
+  const __m256i below = _mm256_set1_epi32(static_cast<int>(threshold) - 1);
+  const __m256i low16 = _mm256_set1_epi32(0xFFFF);
+  const __m256 scale = _mm256_set1_ps(keep_scale);
+  __m256 r[8];  // r[e], lane g: factor of column 8 g + e
+  for (int w = 0; w < 4; ++w) {
+    const __m256i lo = _mm256_and_si256(words[w], low16), hi = _mm256_srli_epi32(words[w], 16);
+    r[2 * w] = _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(lo, below)), scale);
+    r[2 * w + 1] = _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(hi, below)), scale);
+  }
+  // 8x8 transpose: out[g], lane e = r[e], lane g
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  _mm256_storeu_ps(z + 0, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(z + 8, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(z + 16, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(z + 24, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(z + 32, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(z + 40, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(z + 48, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(z + 56, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
+// The dropout factors Z of row i, columns j0 + c for c < n (n <= BC, j0 a multiple of 8):
+// keep_scale where kept, 0 where dropped; z must have room for BC entries (the AVX2 float
+// version writes all 64). Eight Philox calls (one per 8 columns) run side by
+// side in SIMD lanes (AVX2 intrinsics where available); bit for bit the mask of dropout_keep8 (philox_dropout.h), which the
+// tests check against the scalar definition.
+template <typename T>
+inline void dropout_factors(T* z, int64_t n, T keep_scale, uint64_t seed, uint64_t offset,
+                            uint32_t bh, int64_t i, int64_t j0, uint32_t threshold) {
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) {  // z has room for BC = 64 entries
+    return dropout_factors64_avx2(z, keep_scale, seed, offset, bh, i, j0, threshold);
+  }
+#endif
+  constexpr int kGroups = BC / 8;
+  uint32_t c0[kGroups], c1[kGroups], c2[kGroups], c3[kGroups];
+  for (int g = 0; g < kGroups; ++g) {
+    c0[g] = static_cast<uint32_t>(j0 / 8 + g);
+    c1[g] = static_cast<uint32_t>(i);
+    c2[g] = bh;
+    c3[g] = static_cast<uint32_t>(offset);
+  }
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+#if defined(__AVX2__)
+  static_assert(kGroups == 8, "one AVX2 register of counters");
+  philox8_avx2(c0, c1, c2, c3, k0, k1);
+#else
+  for (int round = 0; round < 10; ++round) {
+#pragma omp simd
+    for (int g = 0; g < kGroups; ++g) {
+      const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0[g];
+      const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2[g];
+      const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[g] ^ k0;
+      const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[g] ^ k1;
+      c0[g] = n0;
+      c1[g] = static_cast<uint32_t>(p1);
+      c2[g] = n2;
+      c3[g] = static_cast<uint32_t>(p0);
+    }
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+#endif
+  for (int64_t c = 0; c < n; ++c) {
+    const int g = static_cast<int>(c >> 3), e = static_cast<int>(c & 7);
+    const uint32_t word = (e >> 1) == 0 ? c0[g] : (e >> 1) == 1 ? c1[g] : (e >> 1) == 2 ? c2[g] : c3[g];
+    const uint32_t u = (word >> ((e & 1) * 16)) & 0xFFFFu;
+    z[c] = u >= threshold ? keep_scale : T(0);
+  }
+}
+
+struct Dims {
+  int64_t B, H, T, D;
+  int64_t qb, qh, qt, kb, kh, kt, vb, vh, vt;  // strides (elements) of q, k, v; d stride is 1
+};
+
+Dims dims_of(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  return {q.size(0), q.size(1), q.size(2), q.size(3),
+          q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+          v.stride(0), v.stride(1), v.stride(2)};
+}
+
+template <typename T, bool kDropout>
+void forward_cpu(const T* q, const T* k, const T* v, T* out, T* lse, const Dims& d, T scale,
+                 double p, uint64_t seed, uint64_t offset) {
+  const int64_t n_qtiles = (d.T + BR - 1) / BR;
+  const uint32_t threshold = dropout_threshold(static_cast<float>(p));
+  const T keep_scale = static_cast<T>(1.0 / (1.0 - p));
+  at::parallel_for(0, d.B * d.H * n_qtiles, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> S_buf(BR * kFwdBC);
+    T* S = S_buf.data();
+    alignas(64) T O[BR * 128];
+    T m[BR], l[BR];
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t bh = item / n_qtiles, b = bh / d.H, h = bh % d.H;
+      const int64_t i0 = (item % n_qtiles) * BR, nr = std::min(BR, d.T - i0);
+      const T* Q = q + b * d.qb + h * d.qh + i0 * d.qt;
+      const T* K = k + b * d.kb + h * d.kh;
+      const T* V = v + b * d.vb + h * d.vh;
+      std::fill(O, O + nr * d.D, T(0));
+      std::fill(m, m + nr, -std::numeric_limits<T>::infinity());
+      std::fill(l, l + nr, T(0));
+      for (int64_t j0 = 0; j0 < i0 + nr; j0 += kFwdBC) {  // key tiles with some j <= i
+        const int64_t nc = std::min(kFwdBC, i0 + nr - j0);  // no column beyond the last row's i
+        mm_nt<T>(nr, nc, d.D, scale, Q, d.qt, K + j0 * d.kt, d.kt, T(0), S, kFwdBC);
+        for (int64_t r = 0; r < nr; ++r) {
+          const int64_t i = i0 + r;
+          T* row = S + r * kFwdBC;
+          const int64_t n_valid = std::min(nc, i - j0 + 1);  // causal: columns j <= i
+          T mx = row[0];
+#pragma omp simd reduction(max : mx)
+          for (int64_t c = 1; c < n_valid; ++c) mx = std::max(mx, row[c]);
+          const T m_new = std::max(m[r], mx);
+          const T alpha = std::exp(m[r] - m_new);  // 0 on the first tile (m = -inf)
+          exp_sub(row, n_valid, m_new);
+          std::fill(row + n_valid, row + nc, T(0));
+          T sum = 0;
+#pragma omp simd reduction(+ : sum)
+          for (int64_t c = 0; c < n_valid; ++c) sum += row[c];
+          l[r] = l[r] * alpha + sum;  // l sums the probabilities before dropout
+          m[r] = m_new;
+          if (alpha != T(1)) {
+            T* o = O + r * d.D;
+#pragma omp simd
+            for (int64_t c = 0; c < d.D; ++c) o[c] *= alpha;
+          }
+          if constexpr (kDropout) {
+            alignas(64) T z[BC];
+            for (int64_t c0 = 0; c0 < n_valid; c0 += BC) {  // 64 columns per 8 Philox calls
+              const int64_t n = std::min(BC, n_valid - c0);
+              dropout_factors(z, n, keep_scale, seed, offset, static_cast<uint32_t>(bh), i,
+                              j0 + c0, threshold);
+#pragma omp simd
+              for (int64_t c = 0; c < n; ++c) row[c0 + c] *= z[c];
+            }
+          }
+        }
+        mm_nn<T>(nr, d.D, nc, T(1), S, kFwdBC, V + j0 * d.vt, d.vt, T(1), O, d.D);
+      }
+      T* out_tile = out + (bh * d.T + i0) * d.D;
+      T* lse_tile = lse + bh * d.T + i0;
+      for (int64_t r = 0; r < nr; ++r) {
+        const T inv_l = T(1) / l[r];  // l >= 1: the row maximum contributes exp(0)
+        for (int64_t c = 0; c < d.D; ++c) out_tile[r * d.D + c] = O[r * d.D + c] * inv_l;
+        lse_tile[r] = m[r] + std::log(l[r]);
+      }
+    }
+  });
+}
+
+// grad_out (B,H,T,D) with d stride 1; out, dq, dk, dv contiguous; dq zeroed.
+// Key tiles of BC columns; the query rows of a key tile are taken as one strip i = j0 .. T-1
+// (FlashAttention-2's backward with BR = T - j0: the same formulas, but each of the 5 products
+// is one gemm over the strip, which runs sgemm at a better rate than many 64 x 64 x 64 ones).
+template <typename T, bool kDropout>
+void backward_cpu(const T* dout, const at::Tensor& dout_t, const T* q, const T* k, const T* v,
+                  const T* out, const T* lse, T* dq, T* dk, T* dv, const Dims& d, T scale,
+                  double p, uint64_t seed, uint64_t offset) {
+  const int64_t ob = dout_t.stride(0), oh = dout_t.stride(1), ot = dout_t.stride(2);
+  const uint32_t threshold = dropout_threshold(static_cast<float>(p));
+  const T keep_scale = static_cast<T>(1.0 / (1.0 - p));
+  at::parallel_for(0, d.B * d.H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> P_buf(d.T * BC), dP_buf(d.T * BC), delta(d.T);
+    T* P = P_buf.data();
+    T* dP = dP_buf.data();
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / d.H, h = bh % d.H;
+      const T* Q = q + b * d.qb + h * d.qh;
+      const T* K = k + b * d.kb + h * d.kh;
+      const T* V = v + b * d.vb + h * d.vh;
+      const T* dO = dout + b * ob + h * oh;
+      const T* O = out + bh * d.T * d.D;
+      const T* L = lse + bh * d.T;
+      T* dQ = dq + bh * d.T * d.D;
+      T* dK = dk + bh * d.T * d.D;
+      T* dV = dv + bh * d.T * d.D;
+      for (int64_t i = 0; i < d.T; ++i) {  // delta_i = rowsum(dO o O) = sum_j P_ij dP_ij
+        T s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t c = 0; c < d.D; ++c) s += dO[i * ot + c] * O[i * d.D + c];
+        delta[i] = s;
+      }
+      for (int64_t j0 = 0; j0 < d.T; j0 += BC) {
+        const int64_t nc = std::min(BC, d.T - j0);
+        const int64_t nr = d.T - j0;  // query rows i >= j0
+        const T* Qs = Q + j0 * d.qt;
+        const T* dOs = dO + j0 * ot;
+        mm_nt<T>(nr, nc, d.D, scale, Qs, d.qt, K + j0 * d.kt, d.kt, T(0), P, BC);
+        mm_nt<T>(nr, nc, d.D, T(1), dOs, ot, V + j0 * d.vt, d.vt, T(0), dP, BC);
+        for (int64_t r = 0; r < nr; ++r) {
+          const int64_t i = j0 + r;
+          T* prow = P + r * BC;
+          T* dprow = dP + r * BC;
+          const int64_t n_valid = std::min(nc, r + 1);  // causal: columns j <= i
+          exp_sub(prow, n_valid, L[i]);
+          const T di = delta[i];
+          if constexpr (kDropout) {
+            alignas(64) T z[BC];
+            dropout_factors(z, n_valid, keep_scale, seed, offset, static_cast<uint32_t>(bh), i, j0,
+                            threshold);
+#pragma omp simd
+            for (int64_t c = 0; c < n_valid; ++c) {
+              const T pe = prow[c];
+              dprow[c] = pe * (dprow[c] * z[c] - di);  // dS
+              prow[c] = pe * z[c];                     // P o Z
+            }
+          } else {
+#pragma omp simd
+            for (int64_t c = 0; c < n_valid; ++c) dprow[c] = prow[c] * (dprow[c] - di);
+          }
+          std::fill(prow + n_valid, prow + nc, T(0));
+          std::fill(dprow + n_valid, dprow + nc, T(0));
+        }
+        // P now holds P o Z, dP holds dS; each key row of dk, dv is written once (beta = 0).
+        mm_tn<T>(nc, d.D, nr, T(1), P, BC, dOs, ot, T(0), dV + j0 * d.D, d.D);
+        mm_tn<T>(nc, d.D, nr, scale, dP, BC, Qs, d.qt, T(0), dK + j0 * d.D, d.D);
+        mm_nn<T>(nr, d.D, nc, scale, dP, BC, K + j0 * d.kt, d.kt, T(1), dQ + j0 * d.D, d.D);
+      }
+    }
+  });
+}
+
+// Draws (seed, offset) for one call from the CPU generator: a fresh 64-bit seed, offset 0.
+std::pair<uint64_t, uint64_t> cpu_philox_seed() {
+  auto gen = at::get_generator_or_default<at::CPUGeneratorImpl>(std::nullopt,
+                                                                at::detail::getDefaultCPUGenerator());
+  std::lock_guard<std::mutex> lock(gen->mutex_);
+  return {gen->random64(), 0};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_attention_forward_cpu(
+    const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in, double dropout_p,
+    double scale, std::optional<int64_t> seed_arg) {
+  check_attention_inputs(q_in, k_in, v_in, dropout_p, "causal_attention_forward");
+  TORCH_CHECK(q_in.scalar_type() == at::kFloat || q_in.scalar_type() == at::kDouble,
+              "causal_attention: on the CPU q, k, v must be float32 or float64, got ",
+              q_in.scalar_type());
+  const at::Tensor q = last_dim_contiguous(q_in), k = last_dim_contiguous(k_in),
+                   v = last_dim_contiguous(v_in);
+  const Dims d = dims_of(q, k, v);
+  auto out = at::empty({d.B, d.H, d.T, d.D}, q.options());
+  auto lse = at::empty({d.B, d.H, d.T}, q.options());  // fp32, or fp64 for fp64 inputs
+  uint64_t seed = 0, offset = 0;
+  if (dropout_p > 0) {
+    if (seed_arg.has_value()) seed = static_cast<uint64_t>(*seed_arg);
+    else std::tie(seed, offset) = cpu_philox_seed();
+  }
+  auto rng_state = make_rng_state(seed, offset);
+  if (d.T == 0 || d.B * d.H == 0) return {out, lse, rng_state};
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "causal_attention_forward_cpu", [&] {
+    const auto run = dropout_p > 0 ? forward_cpu<scalar_t, true> : forward_cpu<scalar_t, false>;
+    run(q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
+        out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(), d, static_cast<scalar_t>(scale),
+        dropout_p, seed, offset);
+  });
+  return {out, lse, rng_state};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_attention_backward_cpu(
+    const at::Tensor& dout_in, const at::Tensor& q_in, const at::Tensor& k_in,
+    const at::Tensor& v_in, const at::Tensor& out_in, const at::Tensor& lse_in,
+    const at::Tensor& rng_state, double dropout_p, double scale) {
+  check_backward_inputs(dout_in, q_in, k_in, v_in, out_in, lse_in, rng_state, dropout_p);
+  const at::Tensor q = last_dim_contiguous(q_in), k = last_dim_contiguous(k_in),
+                   v = last_dim_contiguous(v_in), dout = last_dim_contiguous(dout_in),
+                   out = out_in.contiguous(), lse = lse_in.contiguous();
+  const Dims d = dims_of(q, k, v);
+  auto dq = at::zeros({d.B, d.H, d.T, d.D}, q.options());
+  auto dk = at::empty({d.B, d.H, d.T, d.D}, q.options());
+  auto dv = at::empty({d.B, d.H, d.T, d.D}, q.options());
+  if (d.T == 0 || d.B * d.H == 0) return {dq, dk, dv};
+  const auto [seed, offset] = read_rng_state(rng_state);
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "causal_attention_backward_cpu", [&] {
+    const auto run = dropout_p > 0 ? backward_cpu<scalar_t, true> : backward_cpu<scalar_t, false>;
+    run(dout.data_ptr<scalar_t>(), dout, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
+        v.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(),
+        dq.data_ptr<scalar_t>(), dk.data_ptr<scalar_t>(), dv.data_ptr<scalar_t>(), d,
+        static_cast<scalar_t>(scale), dropout_p, seed, offset);
+  });
+  return {dq, dk, dv};
+}
+
+// The public op: checks, default scale, and the forward (whose autograd formula is registered
+// in gpt_kernels/attention.py). Composite, so it runs for every backend.
+at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            double dropout_p, std::optional<double> scale) {
+  check_attention_inputs(q, k, v, dropout_p, "causal_attention");
+  const double s = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("gpt_kernels::causal_attention_forward", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+                           const at::Tensor&, const at::Tensor&, const at::Tensor&, double, double,
+                           std::optional<int64_t>)>();
+  return std::get<0>(op.call(q, k, v, dropout_p, s, std::nullopt));
+}
+
+// (B, H, T, T) bool: the keep-mask the kernels apply for rng_state (rows i, columns j; only
+// j <= i is meaningful). For tests and for reading the algorithm.
+at::Tensor causal_attention_dropout_mask(int64_t B, int64_t H, int64_t T, double dropout_p,
+                                         const at::Tensor& rng_state) {
+  TORCH_CHECK(dropout_p >= 0 && dropout_p < 1, "causal_attention_dropout_mask: dropout_p must be in [0, 1), got ", dropout_p);
+  const auto [seed, offset] = read_rng_state(rng_state);
+  auto mask = at::empty({B, H, T, T}, at::TensorOptions().dtype(at::kBool));
+  bool* m = mask.data_ptr<bool>();
+  const uint32_t threshold = dropout_threshold(static_cast<float>(dropout_p));
+  at::parallel_for(0, B * H * T, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t bh = row / T, i = row % T;
+      for (int64_t j0 = 0; j0 < T; j0 += 8) {
+        const uint32_t bits = dropout_keep8(seed, offset, static_cast<uint32_t>(bh),
+                                            static_cast<uint32_t>(i), static_cast<uint32_t>(j0 / 8),
+                                            threshold);
+        for (int64_t e = 0; e < 8 && j0 + e < T; ++e) m[row * T + j0 + e] = (bits >> e) & 1u;
+      }
+    }
+  });
+  return mask;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gpt_kernels, CompositeImplicitAutograd, m) {
+  m.impl("causal_attention", &causal_attention);
+}
+
+TORCH_LIBRARY_IMPL(gpt_kernels, CPU, m) {
+  m.impl("causal_attention_forward", &causal_attention_forward_cpu);
+  m.impl("causal_attention_backward", &causal_attention_backward_cpu);
+  m.impl("causal_attention_dropout_mask", &causal_attention_dropout_mask);
+}
+
+}  // namespace gpt_kernels
+

@@ -1,0 +1,137 @@
+// CUDA launcher of causal attention: checks, output allocation, the dropout seed from the CUDA
+// generator, and the call into the torch-free kernels of causal_attention_kernels.cu (the file
+// header there describes the algorithm). Registered for the CUDA dispatch key.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <mutex>
+
+#include "../causal_attention_checks.h"
+#include "../philox_dropout.h"
+#include "causal_attention_cuda.h"
+
+namespace gpt_kernels {
+namespace {
+
+// The kernels read 16-byte chunks of each row: every (b, h, t) row must start 16-byte aligned.
+at::Tensor aligned_rows(const at::Tensor& t) {
+  at::Tensor x = last_dim_contiguous(t);
+  const bool aligned = reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 &&
+                       x.stride(0) % 8 == 0 && x.stride(1) % 8 == 0 && x.stride(2) % 8 == 0;
+  return aligned ? x : x.contiguous();
+}
+
+void set_strides(int64_t* dst, const at::Tensor& t) {
+  for (int d = 0; d < 3; ++d) dst[d] = t.stride(d);
+}
+
+void check_cuda_dtype(const at::Tensor& q) {
+  TORCH_CHECK(q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf,
+              "causal_attention: on CUDA q, k, v must be bfloat16 or float16, got ", q.scalar_type(),
+              " (under torch.autocast float32 inputs are cast to bfloat16)");
+}
+
+AttentionParams make_params(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            double dropout_p, double scale, uint64_t seed, uint64_t offset) {
+  AttentionParams p{};
+  p.q = q.data_ptr();
+  p.k = k.data_ptr();
+  p.v = v.data_ptr();
+  set_strides(p.q_stride, q);
+  set_strides(p.k_stride, k);
+  set_strides(p.v_stride, v);
+  p.B = static_cast<int>(q.size(0));
+  p.H = static_cast<int>(q.size(1));
+  p.T = static_cast<int>(q.size(2));
+  p.D = static_cast<int>(q.size(3));
+  p.scale = static_cast<float>(scale);
+  p.dropout = dropout_p > 0;
+  p.keep_scale = static_cast<float>(1.0 / (1.0 - dropout_p));
+  p.threshold = dropout_threshold(static_cast<float>(dropout_p));
+  p.seed = seed;
+  p.offset = offset;
+  return p;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_attention_forward_cuda_op(
+    const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in, double dropout_p,
+    double scale, std::optional<int64_t> seed_arg) {
+  check_attention_inputs(q_in, k_in, v_in, dropout_p, "causal_attention_forward");
+  check_cuda_dtype(q_in);
+  TORCH_CHECK(q_in.size(0) <= 65535 && q_in.size(1) <= 65535,
+              "causal_attention: on CUDA B and H must be at most 65535");
+  const c10::cuda::CUDAGuard guard(q_in.device());
+  const at::Tensor q = aligned_rows(q_in), k = aligned_rows(k_in), v = aligned_rows(v_in);
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+  auto out = at::empty({B, H, T, D}, q.options());
+  auto lse = at::empty({B, H, T}, q.options().dtype(at::kFloat));
+  uint64_t seed = 0, offset = 0;
+  if (dropout_p > 0) {
+    if (seed_arg.has_value()) {
+      seed = static_cast<uint64_t>(*seed_arg);
+    } else {  // the CUDA generator's Philox (seed, offset); each call advances the offset
+      auto gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(
+          std::nullopt, at::cuda::detail::getDefaultCUDAGenerator(q.device().index()));
+      std::lock_guard<std::mutex> lock(gen->mutex_);
+      std::tie(seed, offset) = gen->philox_engine_inputs(4);
+    }
+  }
+  auto rng_state = make_rng_state(seed, offset);
+  if (B * H * T == 0) return {out, lse, rng_state};
+  AttentionParams p = make_params(q, k, v, dropout_p, scale, seed, offset);
+  p.out = out.data_ptr();
+  p.lse = lse.data_ptr<float>();
+  const cudaError_t err = causal_attention_forward_cuda(p, q.scalar_type() == at::kBFloat16,
+                                                        c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "causal_attention forward kernel launch failed: ",
+              cudaGetErrorString(err));
+  return {out, lse, rng_state};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_attention_backward_cuda_op(
+    const at::Tensor& dout_in, const at::Tensor& q_in, const at::Tensor& k_in,
+    const at::Tensor& v_in, const at::Tensor& out_in, const at::Tensor& lse_in,
+    const at::Tensor& rng_state, double dropout_p, double scale) {
+  check_backward_inputs(dout_in, q_in, k_in, v_in, out_in, lse_in, rng_state, dropout_p);
+  check_cuda_dtype(q_in);
+  const c10::cuda::CUDAGuard guard(q_in.device());
+  const at::Tensor q = aligned_rows(q_in), k = aligned_rows(k_in), v = aligned_rows(v_in),
+                   dout = aligned_rows(dout_in), out = out_in.contiguous(),
+                   lse = lse_in.contiguous();
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+  auto dq = at::empty({B, H, T, D}, q.options());
+  auto dk = at::empty({B, H, T, D}, q.options());
+  auto dv = at::empty({B, H, T, D}, q.options());
+  if (B * H * T == 0) return {dq, dk, dv};
+  auto dq_accum = at::zeros({B, H, T, D}, q.options().dtype(at::kFloat));
+  auto delta = at::empty({B, H, T}, q.options().dtype(at::kFloat));
+  const auto [seed, offset] = read_rng_state(rng_state);
+  AttentionParams p = make_params(q, k, v, dropout_p, scale, seed, offset);
+  p.out = const_cast<void*>(out.data_ptr());
+  p.lse = const_cast<float*>(lse.data_ptr<float>());
+  p.dout = dout.data_ptr();
+  set_strides(p.do_stride, dout);
+  p.delta = delta.data_ptr<float>();
+  p.dq_accum = dq_accum.data_ptr<float>();
+  p.dq = dq.data_ptr();
+  p.dk = dk.data_ptr();
+  p.dv = dv.data_ptr();
+  const cudaError_t err = causal_attention_backward_cuda(p, q.scalar_type() == at::kBFloat16,
+                                                         c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "causal_attention backward kernel launch failed: ",
+              cudaGetErrorString(err));
+  return {dq, dk, dv};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gpt_kernels, CUDA, m) {
+  m.impl("causal_attention_forward", &causal_attention_forward_cuda_op);
+  m.impl("causal_attention_backward", &causal_attention_backward_cuda_op);
+}
+
+}  // namespace gpt_kernels

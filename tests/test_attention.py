@@ -1,0 +1,336 @@
+"""Tests of torch.ops.gpt_kernels.causal_attention (csrc/causal_attention.cpp, csrc/cuda/).
+
+Reference: explicit causal attention in float64 (softmax(q k^T * scale) masked above the
+diagonal, times the dropout mask / (1-p), times v), on inputs rounded to the tested dtype.
+Errors are measured as ||ours - ref|| / (||ref|| + sqrt(numel)) over the whole tensor, with tolerances per dtype:
+fp32 2e-5 (the kernels accumulate in fp32; exp is a polynomial with < 2e-7 relative error),
+fp64 1e-12, bf16 2e-2 and fp16 5e-3 (inputs of P and dS rounded to 8 / 11 mantissa bits).
+The CUDA tests are the same functions parametrised over the device, skipped only when no GPU
+is present.
+"""
+import math
+
+import pytest
+import torch
+
+import gpt_kernels  # noqa: F401
+
+ops = torch.ops.gpt_kernels
+HAS_CUDA = torch.cuda.is_available()
+cuda_only = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU present")
+DEVICES = ["cpu", pytest.param("cuda", marks=cuda_only)]
+# (device, dtype) pairs the kernels support
+DEVICE_DTYPES = [("cpu", torch.float32),
+                 pytest.param("cuda", torch.bfloat16, marks=cuda_only),
+                 pytest.param("cuda", torch.float16, marks=cuda_only)]
+TOL = {torch.float64: 1e-12, torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3}
+
+
+def default_dtype(device):
+    return torch.float32 if device == "cpu" else torch.bfloat16
+
+
+def reference(q, k, v, scale=None, keep=None, p=0.0):
+    """Explicit causal attention in float64; keep: (B, H, T, T) bool dropout keep-mask."""
+    q, k, v = q.double(), k.double(), v.double()
+    T, D = q.shape[-2], q.shape[-1]
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    s = (q @ k.transpose(-1, -2)) * scale
+    s = s.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+    a = s.softmax(-1)
+    if keep is not None:
+        a = a * keep.to(a.device) / (1.0 - p)
+    return a @ v
+
+
+def rel_err(a, b):
+    """||a - b|| / (||b|| + sqrt(numel)): relative for O(1) data, absolute where b is ~0 (the
+    gradients of q and k vanish at T = 1, where ours are rounding noise)."""
+    a, b = a.double().cpu(), b.double().cpu()
+    return ((a - b).norm() / (b.norm() + math.sqrt(b.numel()))).item()
+
+
+def exact_or_close(a, b, device):
+    """Bitwise equal on the CPU; on CUDA dq is summed with fp32 atomics in a run-dependent
+    order, so results may differ in the last bits (one bf16 ulp after rounding)."""
+    if device == "cpu":
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    else:
+        torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-2)
+
+
+def make_qkv(B, H, T, D, device, dtype, requires_grad=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, H, T, D, generator=g).to(device=device, dtype=dtype)
+            .requires_grad_(requires_grad) for _ in range(3)]
+
+
+def check_against_reference(q, k, v, p=0.0, keep=None, rng_state=None, scale=None):
+    """Forward and dq, dk, dv of ours against the float64 reference (with the same mask)."""
+    dtype = q.dtype
+    if p > 0:
+        B, H, T, _ = q.shape
+        out, lse, rng_state = ops.causal_attention_forward(q, k, v, p, scale or 1 / math.sqrt(q.shape[-1]),
+                                                           1234)
+        keep = ops.causal_attention_dropout_mask(B, H, T, p, rng_state)
+    else:
+        out = ops.causal_attention(q, k, v, 0.0, scale)
+    ref = reference(q, k, v, scale, keep, p)
+    assert out.shape == q.shape and out.dtype == dtype and out.device == q.device
+    assert rel_err(out, ref) < TOL[dtype]
+    grad = torch.randn_like(out)
+    ours = torch.autograd.grad(out, (q, k, v), grad)
+    theirs = torch.autograd.grad(ref, (q, k, v), grad.double())
+    for name, a, b in zip("qkv", ours, theirs):
+        assert a.dtype == dtype
+        assert rel_err(a, b) < TOL[dtype] * 2, f"d{name}"
+
+
+# --- correctness against the float64 reference -------------------------------------------------
+
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+@pytest.mark.parametrize("T", [1, 7, 64, 65, 256, 300])
+@pytest.mark.parametrize("D", [32, 64, 128])
+def test_matches_reference(device, dtype, T, D):
+    B, H = (2, 3) if T <= 65 else (1, 2)
+    check_against_reference(*make_qkv(B, H, T, D, device, dtype, seed=T * 1000 + D))
+
+
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+@pytest.mark.parametrize("T", [7, 65, 300])
+def test_dropout_matches_reference_with_same_mask(device, dtype, T):
+    check_against_reference(*make_qkv(2, 2, T, 64, device, dtype, seed=T), p=0.25)
+
+
+def test_float64_forward_and_gradients_exact():
+    check_against_reference(*make_qkv(2, 2, 70, 32, "cpu", torch.float64))
+    check_against_reference(*make_qkv(2, 2, 70, 32, "cpu", torch.float64), p=0.3)
+
+
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+def test_custom_scale(device, dtype):
+    check_against_reference(*make_qkv(1, 2, 65, 64, device, dtype), scale=0.3)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_gradcheck_float64(p):
+    q, k, v = make_qkv(1, 2, 9, 32, "cpu", torch.float64)
+    fn = lambda q, k, v: ops.causal_attention_forward(q, k, v, p, 0.2, 7)[0]  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (q, k, v))
+    q, k, v = make_qkv(2, 1, 70, 32, "cpu", torch.float64, seed=1)
+    assert torch.autograd.gradcheck(fn, (q, k, v), fast_mode=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_inputs(device):
+    """q, k, v as the model makes them: split of (B, T, 3C), .view(B,T,H,D).transpose(1,2)."""
+    B, T, H, D = 2, 65, 3, 32
+    dtype = default_dtype(device)
+    x = torch.randn(B, T, 3 * H * D).to(device, dtype).requires_grad_()
+    q, k, v = [t.view(B, T, H, D).transpose(1, 2) for t in x.split(H * D, dim=2)]
+    assert not q.is_contiguous()
+    out = ops.causal_attention(q, k, v)
+    qc, kc, vc = [t.detach().contiguous().requires_grad_() for t in (q, k, v)]
+    out_c = ops.causal_attention(qc, kc, vc)
+    torch.testing.assert_close(out, out_c, atol=0, rtol=0)  # the forward has no atomics
+    grad = torch.randn_like(out)
+    (gx,) = torch.autograd.grad(out, x, grad)
+    gq, gk, gv = torch.autograd.grad(out_c, (qc, kc, vc), grad, retain_graph=True)
+    expected = torch.cat([g.transpose(1, 2).reshape(B, T, H * D) for g in (gq, gk, gv)], dim=2)
+    exact_or_close(gx, expected, device)
+    # a non-contiguous grad_out (a transposed view) too
+    grad_t = torch.randn(B, T, H, D, device=device, dtype=dtype).transpose(1, 2)
+    a = torch.autograd.grad(out_c, (qc, kc, vc), grad_t, retain_graph=True)
+    b = torch.autograd.grad(out_c, (qc, kc, vc), grad_t.contiguous())
+    for x1, x2 in zip(a, b):
+        exact_or_close(x1, x2, device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_backward_twice_same_result(device):
+    """The backward must not modify what it saved (no in-place use of out, lse, grad_out)."""
+    q, k, v = make_qkv(1, 2, 65, 64, device, default_dtype(device))
+    out = ops.causal_attention(q, k, v, 0.2)
+    grad = torch.randn_like(out)
+    grad_copy = grad.clone()
+    first = torch.autograd.grad(out, (q, k, v), grad, retain_graph=True)
+    second = torch.autograd.grad(out, (q, k, v), grad)
+    for a, b in zip(first, second):
+        exact_or_close(a, b, device)
+    torch.testing.assert_close(grad, grad_copy, atol=0, rtol=0)
+
+
+def test_without_blas_fallback():
+    """With no BLAS symbols (other torch builds) the tiles go through at::addmm: same results."""
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import math, torch, gpt_kernels\n"
+        "torch.manual_seed(0)\n"
+        "q, k, v = [torch.randn(2, 2, 70, 32, dtype=torch.float64, requires_grad=True) for _ in range(3)]\n"
+        "out = torch.ops.gpt_kernels.causal_attention(q, k, v, 0.0)\n"
+        "ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)\n"
+        "g = torch.randn_like(out)\n"
+        "a = torch.autograd.grad(out, (q, k, v), g); b = torch.autograd.grad(ref, (q, k, v), g)\n"
+        "print(max([(out - ref).abs().max().item()] + [(x - y).abs().max().item() for x, y in zip(a, b)]))\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, GPT_KERNELS_NO_BLAS="1",
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.strip().splitlines()[-1]) < 1e-10
+
+
+# --- dropout --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dropout_same_seed_same_output(device):
+    q, k, v = make_qkv(2, 2, 65, 64, device, default_dtype(device), requires_grad=False)
+    torch.manual_seed(3)
+    a = ops.causal_attention(q, k, v, 0.1)
+    b = ops.causal_attention(q, k, v, 0.1)
+    torch.manual_seed(3)
+    c = ops.causal_attention(q, k, v, 0.1)
+    assert torch.equal(a, c)
+    assert not torch.equal(a, b)  # the generator moved on
+    assert not torch.equal(a, ops.causal_attention(q, k, v, 0.0))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_kept_fraction(p):
+    B, H, T = 4, 4, 256
+    torch.manual_seed(0)
+    _, _, rng_state = ops.causal_attention_forward(*make_qkv(1, 1, 1, 32, "cpu", torch.float32, False),
+                                                   p, 1.0)
+    keep = ops.causal_attention_dropout_mask(B, H, T, p, rng_state)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    kept = keep[:, :, causal].float().mean().item()
+    n = B * H * causal.sum().item()
+    assert abs(kept - (1 - p)) < 5 * math.sqrt(p * (1 - p) / n)
+    # neighbours are not correlated: P(keep j and keep j+1) = (1-p)^2
+    both = (keep[..., 1:] & keep[..., :-1]).float().mean().item()
+    assert abs(both - (1 - p) ** 2) < 0.01
+
+
+def test_dropout_mask_is_a_function_of_indices():
+    """The mask of element (b, h, i, j) does not depend on T (nor on the tiling)."""
+    rng_state = torch.tensor([123456789, 5], dtype=torch.int64)
+    small = ops.causal_attention_dropout_mask(2, 3, 40, 0.3, rng_state)
+    large = ops.causal_attention_dropout_mask(2, 3, 100, 0.3, rng_state)
+    assert torch.equal(small, large[:, :, :40, :40])
+    other = ops.causal_attention_dropout_mask(2, 3, 40, 0.3, torch.tensor([123456789, 6]))
+    assert not torch.equal(small, other)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dropout_mask_recovered_from_kernel(device):
+    """With q = k = 0 every causal row is uniform (1/(i+1)) and v = identity rows expose each
+    probability: out[i, j] = keep[i, j] / ((1 - p) (i + 1)). The kernel's mask must be the one
+    causal_attention_dropout_mask reports (the mask the backward regenerates)."""
+    B, H, T, p = 2, 2, 32, 0.3
+    dtype = default_dtype(device)
+    q = torch.zeros(B, H, T, 32, device=device, dtype=dtype)
+    v = torch.eye(T, 32, device=device, dtype=dtype).expand(B, H, T, 32).contiguous()
+    out, _, rng_state = ops.causal_attention_forward(q, q, v, p, 1.0)
+    keep = ops.causal_attention_dropout_mask(B, H, T, p, rng_state)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    assert torch.equal((out.float().cpu() != 0), keep & causal)
+
+
+@cuda_only
+def test_cpu_and_cuda_draw_the_same_mask():
+    B, H, T, D, p = 2, 3, 100, 64, 0.2
+    q, k, v = make_qkv(B, H, T, D, "cpu", torch.float32, requires_grad=False)
+    qc, kc, vc = [t.to("cuda", torch.bfloat16) for t in (q, k, v)]
+    out_cpu, _, rng_cpu = ops.causal_attention_forward(qc.float().cpu(), kc.float().cpu(),
+                                                       vc.float().cpu(), p, 0.125, 99)
+    out_cuda, _, rng_cuda = ops.causal_attention_forward(qc, kc, vc, p, 0.125, 99)
+    assert torch.equal(rng_cpu, rng_cuda)
+    assert rel_err(out_cuda, out_cpu) < TOL[torch.bfloat16]
+
+
+@cuda_only
+def test_autocast_float32_inputs_on_cuda():
+    q, k, v = make_qkv(1, 2, 65, 64, "cuda", torch.float32)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = ops.causal_attention(q, k, v)
+    assert out.dtype == torch.bfloat16
+    assert rel_err(out, reference(q, k, v)) < TOL[torch.bfloat16]
+    out.float().sum().backward()
+    assert q.grad is not None and q.grad.dtype == torch.float32
+
+
+# --- the op's registration: opcheck, torch.compile ---------------------------------------------
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    dtype = default_dtype(device)
+    q, k, v = make_qkv(2, 2, 65, 32, device, dtype)
+    torch.library.opcheck(ops.causal_attention.default, (q, k, v), {"dropout_p": 0.0, "scale": None})
+    torch.library.opcheck(ops.causal_attention_forward, (q, k, v, 0.0, 0.2))
+    torch.library.opcheck(ops.causal_attention_forward, (q, k, v, 0.3, 0.2, 11))
+    # the backward op has no double backward: check it on inputs that do not require grad
+    q, k, v = (t.detach() for t in (q, k, v))
+    out, lse, rng_state = ops.causal_attention_forward(q, k, v, 0.3, 0.2, 11)
+    torch.library.opcheck(ops.causal_attention_backward,
+                          (torch.randn_like(out), q, k, v, out, lse, rng_state, 0.3, 0.2))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile(device):
+    torch._dynamo.reset()
+    dtype = default_dtype(device)
+
+    def attend(q, k, v):  # the op alone: inductor then has no kernel of its own to compile
+        return ops.causal_attention(q, k, v, 0.0)
+
+    compiled = torch.compile(attend, fullgraph=True)
+    q, k, v = make_qkv(2, 2, 65, 64, device, dtype)
+    out = compiled(q, k, v)
+    expected = attend(q, k, v)
+    torch.testing.assert_close(out, expected)
+    grads = torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
+    grads_eager = torch.autograd.grad(expected, (q, k, v), torch.ones_like(out))
+    for a, b in zip(grads, grads_eager):
+        torch.testing.assert_close(a, b)
+    # with dropout: runs, and torch.manual_seed governs it under compile too
+    compiled_drop = torch.compile(lambda q, k, v: ops.causal_attention(q, k, v, 0.5), fullgraph=True)
+    torch.manual_seed(1)
+    a = compiled_drop(q, k, v)
+    torch.manual_seed(1)
+    b = compiled_drop(q, k, v)
+    assert torch.equal(a, b)
+    a.sum().backward()
+
+
+# --- bad input --------------------------------------------------------------------------------------
+
+def test_bad_inputs_raise_clear_errors():
+    q = torch.randn(2, 3, 16, 32)
+    with pytest.raises(RuntimeError, match=r"must be 4-D \(B, H, T, D\)"):
+        ops.causal_attention(q[0], q[0], q[0])
+    with pytest.raises(RuntimeError, match="must have the same shape"):
+        ops.causal_attention(q, q, torch.randn(2, 3, 17, 32))
+    with pytest.raises(RuntimeError, match="must have the same dtype"):
+        ops.causal_attention(q, q, q.double())
+    with pytest.raises(RuntimeError, match=r"head dimension D = 48 is not supported; supported: 32, 64, 128"):
+        x = torch.randn(1, 1, 4, 48)
+        ops.causal_attention(x, x, x)
+    for p in (1.0, -0.1, 1.5):
+        with pytest.raises(RuntimeError, match=r"dropout_p must be in \[0, 1\)"):
+            ops.causal_attention(q, q, q, p)
+    with pytest.raises(RuntimeError, match="on the CPU q, k, v must be float32 or float64"):
+        x = q.bfloat16()
+        ops.causal_attention(x, x, x)
+
+
+@cuda_only
+def test_bad_inputs_cuda():
+    q = torch.randn(2, 3, 16, 32, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="must be on the same device"):
+        ops.causal_attention(q, q, q.cpu())
+    with pytest.raises(RuntimeError, match="on CUDA q, k, v must be bfloat16 or float16"):
+        x = q.float()
+        ops.causal_attention(x, x, x)
