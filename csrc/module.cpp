@@ -19,4 +19,19 @@ PyObject* PyInit__C(void) {
 // of gpt_kernels/ register autograd and fake (meta) implementations.
 TORCH_LIBRARY(gpt_kernels, m) {
   // cross-entropy (issue 3) and causal attention (issue 4) schemas go here.
+
+  // Fused cross-entropy (csrc/cross_entropy.cpp, csrc/cuda/cross_entropy.cu): the public op,
+  // a composite that runs the fused forward when logits need a gradient and the loss-only
+  // forward otherwise; its autograd lives on cross_entropy_fwd (gpt_kernels/cross_entropy.py).
+  m.def("cross_entropy(Tensor logits, Tensor targets, int ignore_index=-100, "
+        "str reduction=\"mean\") -> Tensor");
+  // loss, and (compute_grad) d loss / d logits for an upstream gradient of 1, in one pass
+  m.def("cross_entropy_fwd(Tensor logits, Tensor targets, int ignore_index, str reduction, "
+        "bool compute_grad) -> (Tensor loss, Tensor grad)");
+  // the same, with the gradient written over the logits (the caller's logits are dead)
+  m.def("cross_entropy_fwd_inplace(Tensor(a!) logits, Tensor targets, int ignore_index, "
+        "str reduction) -> Tensor");
+  // backward: grad *= upstream gradient (per row for "none"), skipped where it is 1
+  m.def("cross_entropy_scale_grad_(Tensor(a!) grad, Tensor grad_loss, Tensor targets, "
+        "int ignore_index, str reduction) -> ()");
 }
