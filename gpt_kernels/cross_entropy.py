@@ -70,8 +70,11 @@ def _cross_entropy_scale_grad_fake(grad, grad_loss, targets, ignore_index, reduc
 
 
 def _scaled_grad(grad, grad_loss, targets, ignore_index, reduction):
-    """grad * upstream gradient, in place unless autograd keeps the graph for another backward."""
-    if torch._C._autograd._get_current_graph_task_keep_graph():
+    """grad * upstream gradient: in place in eager mode when autograd frees the graph after this
+    backward; on a copy when the graph is kept (another backward will read grad again) or when
+    traced by torch.compile (functional graphs; inductor reinplaces the copy when it can)."""
+    traced = type(grad) is not torch.Tensor  # FunctionalTensor / FakeTensor while tracing
+    if traced or torch._C._autograd._get_current_graph_task_keep_graph():
         grad = grad.clone()
     torch.ops.gpt_kernels.cross_entropy_scale_grad_(grad, grad_loss, targets, ignore_index, reduction)
     return grad
@@ -80,7 +83,6 @@ def _scaled_grad(grad, grad_loss, targets, ignore_index, reduction):
 def _fwd_setup_context(ctx, inputs, output):
     logits, targets, ignore_index, reduction, compute_grad = inputs
     _, grad = output
-    ctx.mark_non_differentiable(grad)
     ctx.save_for_backward(grad, targets)
     ctx.ignore_index, ctx.reduction, ctx.compute_grad = ignore_index, reduction, compute_grad
 
@@ -109,6 +111,7 @@ class _CrossEntropyInplace(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, targets, ignore_index, reduction):
+        ctx.set_materialize_grads(False)  # an unused logits output gets None, not zeros
         loss = torch.ops.gpt_kernels.cross_entropy_fwd_inplace(logits, targets, ignore_index, reduction)
         ctx.mark_dirty(logits)
         ctx.save_for_backward(logits, targets)
