@@ -73,7 +73,8 @@ def _scaled_grad(grad, grad_loss, targets, ignore_index, reduction):
     """grad * upstream gradient: in place in eager mode when autograd frees the graph after this
     backward; on a copy when the graph is kept (another backward will read grad again) or when
     traced by torch.compile (functional graphs; inductor reinplaces the copy when it can)."""
-    traced = type(grad) is not torch.Tensor  # FunctionalTensor / FakeTensor while tracing
+    # traced: Dynamo (is_compiling) or AOTAutograd (FunctionalTensor / FakeTensor arguments)
+    traced = torch.compiler.is_compiling() or type(grad) is not torch.Tensor
     if traced or torch._C._autograd._get_current_graph_task_keep_graph():
         grad = grad.clone()
     torch.ops.gpt_kernels.cross_entropy_scale_grad_(grad, grad_loss, targets, ignore_index, reduction)
@@ -102,27 +103,25 @@ torch.library.register_autograd("gpt_kernels::cross_entropy_fwd", _fwd_backward,
 class _CrossEntropyInplace(torch.autograd.Function):
     """The fused forward writing the gradient over the logits buffer.
 
-    mark_dirty tells autograd that logits changed in place: their version counter is bumped, so
-    any other node that saved the logits for its backward (e.g. logits * w) raises autograd's
-    "modified by an inplace operation" error at backward instead of silently using the gradient
-    as if it were the logits (the bug Liger-Kernel shipped). The logits tensor is returned as a
-    second output, as mark_dirty requires; using it afterwards in a differentiable way raises
-    at backward, since the values are gradients now."""
+    The kernel's write is invisible to autograd, so forward bumps the logits' version counter
+    itself (torch.autograd.graph.increment_version, the API for writes made by custom kernels;
+    the counter is shared with the tensor a view was taken from). Any other node that saved the
+    logits (or their base) for its backward, e.g. logits * w, then raises autograd's "modified
+    by an inplace operation" error at backward instead of silently using the gradient as if it
+    were the logits: the bug Liger-Kernel shipped. (mark_dirty would do the same but refuses
+    views, and the logits of a language model are usually a view: logits.view(-1, V).)"""
 
     @staticmethod
     def forward(ctx, logits, targets, ignore_index, reduction):
-        ctx.set_materialize_grads(False)  # an unused logits output gets None, not zeros
         loss = torch.ops.gpt_kernels.cross_entropy_fwd_inplace(logits, targets, ignore_index, reduction)
-        ctx.mark_dirty(logits)
-        ctx.save_for_backward(logits, targets)
+        if not torch.compiler.is_compiling():  # compiled graphs are functionalized instead
+            torch.autograd.graph.increment_version(logits)
+        ctx.save_for_backward(logits, targets)  # after the bump: our own use is legitimate
         ctx.ignore_index, ctx.reduction = ignore_index, reduction
-        return loss, logits
+        return loss
 
     @staticmethod
-    def backward(ctx, grad_loss, grad_of_dead_logits):
-        if grad_of_dead_logits is not None:
-            raise RuntimeError("cross_entropy_inplace: the logits were used after the call, but they "
-                               "hold the gradient now; use torch.ops.gpt_kernels.cross_entropy instead")
+    def backward(ctx, grad_loss):
         grad, targets = ctx.saved_tensors
         return _scaled_grad(grad, grad_loss, targets, ctx.ignore_index, ctx.reduction), None, None, None
 
@@ -132,13 +131,16 @@ def cross_entropy_inplace(logits, targets, ignore_index=-100, reduction="mean"):
 
     For when the caller's logits are dead after the loss (the usual `logits = lm_head(x);
     loss = ...`): it saves the N x V gradient buffer. After the call `logits` holds
-    d loss / d logits (for an upstream gradient of 1) and must not be read. Autograd's version
-    counter is respected: if another op saved the logits for its backward, backward raises
+    d loss / d logits (for an upstream gradient of 1) and must not be read again: that is the
+    caller's promise, which no check can verify. What is checked: the version counter of the
+    logits is bumped, so if another op saved the logits for its backward, backward raises
     autograd's in-place error rather than computing a wrong gradient; logits that are a leaf
-    requiring grad are refused the same way. Without grad (inference, no_grad), it is the plain
-    loss and leaves the logits alone.
+    requiring grad are refused, as torch refuses in-place ops on them. Without grad (inference,
+    no_grad) it is the plain loss and leaves the logits alone.
     """
     if not (torch.is_grad_enabled() and logits.requires_grad):
         return torch.ops.gpt_kernels.cross_entropy(logits, targets, ignore_index, reduction)
-    loss, _ = _CrossEntropyInplace.apply(logits, targets, ignore_index, reduction)
-    return loss
+    if logits.is_leaf:
+        raise RuntimeError("cross_entropy_inplace: a leaf Variable that requires grad cannot be "
+                           "overwritten by its gradient; use torch.ops.gpt_kernels.cross_entropy")
+    return _CrossEntropyInplace.apply(logits, targets, ignore_index, reduction)
