@@ -105,7 +105,10 @@ def peak_memory_bytes(fn, device):
     """Peak bytes allocated by torch while fn() runs, above what was allocated before it.
 
     CUDA: the caching allocator's high-water mark. CPU: the allocation timeline recorded by
-    torch.profiler (profile_memory=True), summed in time order."""
+    torch.profiler (profile_memory=True), summed in time order. The profiler folds the
+    allocations made inside an op into that op's event (net of what the op freed), and keeps
+    only the others as "[memory]" events, so the timeline is the top-level events plus those:
+    a temporary allocated and freed within one op is not seen."""
     device = torch.device(device)
     if device.type == "cuda":
         sync(device)
@@ -118,7 +121,7 @@ def peak_memory_bytes(fn, device):
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     deltas = sorted((e.time_range.start, e.cpu_memory_usage) for e in prof.events()
-                    if e.name == "[memory]")
+                    if e.name == "[memory]" or e.cpu_parent is None)
     current = peak = 0
     for _, delta in deltas:
         current += delta
