@@ -7,7 +7,7 @@
 // Kernels, all on the caller's stream, none needing a host round trip:
 //   ce_count_kernel     kCeCountBlocks blocks count the rows that are not ignored and the
 //                       targets outside [0, V) (per-block partial counts, no atomics, no memset)
-//   ce_forward_kernel   one block per row (128 to 1024 threads by V). Pass 1: each thread keeps
+//   ce_forward_kernel   one block per row (128 to 512 threads by V). Pass 1: each thread keeps
 //                       an online (max, sum of exp) over 16-byte vectors of the row (4 fp32 or
 //                       8 bf16/fp16 elements, fp32 arithmetic), merged across the block by warp
 //                       shuffles; lse = max + log(sum); loss = lse - x_t. Pass 2 (gradient
@@ -155,15 +155,17 @@ __global__ void ce_count_kernel(const int64_t* __restrict__ targets, int64_t N, 
   }
 }
 
+// __launch_bounds__(BLOCK, 1024 / BLOCK): at least 1024 threads resident per SM (<= 64
+// registers), so two or more blocks share an SM and one block's barriers do not leave it idle.
 template <typename T, int BLOCK>
-__global__ void __launch_bounds__(BLOCK)
+__global__ void __launch_bounds__(BLOCK, 1024 / BLOCK)
 ce_forward_kernel(const T* logits, T* grad, const int64_t* __restrict__ targets,
                   typename AccOf<T>::type* __restrict__ row_loss, const int* __restrict__ counts,
                   int64_t N, int64_t V, int64_t ignore_index, int reduction) {
   using A = typename AccOf<T>::type;
   using V16 = Vec16<T>;
   constexpr int n = V16::n;
-  constexpr int U = BLOCK >= 1024 ? 2 : 4;  // vectors in flight per thread (1024: 64-register cap)
+  constexpr int U = sizeof(T) == 4 ? 4 : 2;  // 16-byte loads in flight per thread (<= 64 regs)
   constexpr int WARPS = BLOCK / 32;
   __shared__ MaxSum<A> sh_state[WARPS];
   __shared__ A sh_lse, sh_scale;
@@ -322,15 +324,15 @@ cudaError_t forward_typed(const CeForwardArgs& a, cudaStream_t stream) {
   A* row_loss = static_cast<A*>(a.row_loss);
   ce_count_kernel<<<kCeCountBlocks, 1024, 0, stream>>>(a.targets, a.N, a.V, a.ignore_index,
                                                       a.counts);
-  const int64_t nvec = a.V / Vec16<T>::n;  // threads: about one 16-byte vector each, 128..1024
+  // threads: about one 16-byte vector each for small V, else 512 (two blocks per SM)
+  const int64_t nvec = a.V / Vec16<T>::n;
   const unsigned grid = static_cast<unsigned>(a.N < kMaxGrid ? a.N : kMaxGrid);
 #define GPT_CE_LAUNCH(B)                                                                      \
   ce_forward_kernel<T, B><<<grid, B, 0, stream>>>(x, g, a.targets, row_loss, a.counts, a.N, a.V, \
                                                   a.ignore_index, a.reduction)
   if (nvec <= 128) GPT_CE_LAUNCH(128);
   else if (nvec <= 256) GPT_CE_LAUNCH(256);
-  else if (nvec <= 512) GPT_CE_LAUNCH(512);
-  else GPT_CE_LAUNCH(1024);
+  else GPT_CE_LAUNCH(512);
 #undef GPT_CE_LAUNCH
   ce_finalize_kernel<T><<<1, 1024, 0, stream>>>(row_loss, static_cast<T*>(a.out), a.counts, a.N,
                                                 a.reduction);
