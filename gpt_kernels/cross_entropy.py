@@ -84,6 +84,9 @@ def _scaled_grad(grad, grad_loss, targets, ignore_index, reduction):
 def _fwd_setup_context(ctx, inputs, output):
     logits, targets, ignore_index, reduction, compute_grad = inputs
     _, grad = output
+    # grad is an output only to be saved; without this, autograd would hand backward a zero
+    # tensor of its size (N x V written for nothing) as "its gradient"
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(grad, targets)
     ctx.ignore_index, ctx.reduction, ctx.compute_grad = ignore_index, reduction, compute_grad
 
