@@ -95,6 +95,8 @@ def _fwd_backward(ctx, grad_loss, _grad_of_grad):
     if not ctx.compute_grad:
         raise RuntimeError("cross_entropy_fwd was called with compute_grad=False, so it saved no "
                            "gradient; call torch.ops.gpt_kernels.cross_entropy instead")
+    if grad_loss is None:  # the loss was not used (grads are not materialized): no gradient
+        return None, None, None, None, None
     grad, targets = ctx.saved_tensors
     return _scaled_grad(grad, grad_loss, targets, ctx.ignore_index, ctx.reduction), None, None, None, None
 
