@@ -6,8 +6,10 @@
 // Targets outside [0, V): the kernels never read outside a row (such a row gets a nan loss and
 // gradient) and count them; unless GPT_KERNELS_CHECK_TARGETS=0, the launcher then copies that
 // count to the host (one synchronisation, after the kernels are queued) and raises naming the
-// first bad target. With GPT_KERNELS_CHECK_TARGETS=0 there is no synchronisation and a bad
-// target shows up as a nan loss.
+// first bad target. With GPT_KERNELS_CHECK_TARGETS=0, and while a CUDA graph is being captured
+// (where a synchronisation is not allowed), there is no synchronisation and a bad target shows
+// up as a nan loss.
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -34,7 +36,8 @@ int ce_dtype(at::ScalarType t) {
 
 bool check_targets_enabled() {
   const char* v = std::getenv("GPT_KERNELS_CHECK_TARGETS");
-  return v == nullptr || std::strcmp(v, "0") != 0;
+  if (v != nullptr && std::strcmp(v, "0") == 0) return false;
+  return c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None;
 }
 
 void check_cuda(cudaError_t err) {
