@@ -19,10 +19,25 @@ How the ops fit together (schemas in csrc/module.cpp):
                              on CUDA each block reads its factor and returns when it is 1).
   cross_entropy_fwd_inplace  the fused kernel writing grad over the logits (see below).
 
+Why a composite public op rather than register_autograd on cross_entropy itself: an autograd
+formula registered on an op sees only the op's outputs, and the point of the fusion is that the
+forward already made the gradient; so the public op returns the loss and delegates to
+cross_entropy_fwd, whose outputs include the gradient to save. Under torch.compile the composite
+is traced through, and opcheck passes on all four ops (tests/test_cross_entropy.py).
+
 The backward rescales the saved gradient in place only when autograd will free the graph after
 this backward (retain_graph=False, the training case); when the graph is kept (retain_graph=True,
 gradcheck, torch.autograd.grad called twice) it scales a copy, so a second backward sees the
 saved gradient unchanged.
+
+The in-place option, cross_entropy_inplace (below): the same loss, with the gradient written over
+the logits' buffer instead of a new N x V tensor, for callers whose logits are dead after the
+loss. It bumps the logits' version counter, so another op that saved the logits makes backward
+raise autograd's in-place error instead of using gradients as logits.
+
+Bad targets on CUDA: the kernels never read outside a row; the launcher then synchronises once
+to raise a clear error naming the first bad target. GPT_KERNELS_CHECK_TARGETS=0 skips that
+synchronisation (a bad target then gives a nan loss), as does CUDA graph capture.
 """
 import torch
 
