@@ -15,7 +15,7 @@ written once, whatever a provider really moves; that as a fraction of the copy b
 in the same run (read + write bytes of a large copy); speed-up over eager; peak memory allocated
 during the call above what was allocated before it (the logits themselves are not counted).
 The gradient is taken with torch.autograd.grad, so no provider pays for accumulating into .grad.
-Writes bench/results/loss_bench_<device>.json and .md.
+Writes bench/results/loss_bench_<device>.json and .md (loss_bench_quick_<device> with --quick).
 """
 import argparse
 import os
@@ -160,7 +160,8 @@ def main():
     if args.no_write:
         print(common.markdown_table(rows, columns))
     else:
-        common.write_results("loss_bench", device, rows, columns, {"copy_gbs": copy_gbs}, notes)
+        name = "loss_bench_quick" if args.quick else "loss_bench"  # --quick keeps the full table
+        common.write_results(name, device, rows, columns, {"copy_gbs": copy_gbs}, notes)
 
 
 if __name__ == "__main__":
