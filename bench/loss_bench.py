@@ -88,7 +88,8 @@ def measure(fn, setup, device, budget_s):
     fn()
     common.sync(device)
     one = min(one, time.perf_counter() - t0)
-    reps = int(max(3, min(50 if device.type == "cpu" else 200, budget_s / max(one, 1e-6))))
+    reps = int(max(3, min(1000, budget_s / max(one, 1e-6))))  # a long window: medians survive
+    # other jobs preempting us for a while (shared CPUs)
     warmup = 1 if one > 0.2 else 3
     return common.time_ms(fn, device, warmup=warmup, reps=reps, setup=setup)
 
@@ -107,10 +108,13 @@ def main():
     parser.add_argument("--providers", default="torch,compile,ours,ours-inplace")
     parser.add_argument("--quick", action="store_true", help="the (8192, 1000) shape only, short time budget")
     parser.add_argument("--budget", type=float, default=None, help="seconds of timing per row (default 6 CPU, 1 GPU)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args()
 
     device = common.pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     shapes = parse_shapes(args.shapes) if args.shapes else ([SHAPES[0]] if args.quick else SHAPES)
     if args.dtypes:
