@@ -12,13 +12,15 @@ no_grad; fwd+bwd: loss and d loss / d logits, as in training), the providers sid
     ours-inplace gpt_kernels.cross_entropy_inplace (fwd+bwd only: the gradient overwrites logits)
 Reported: median ms; effective GB/s counting the logits read once plus (fwd+bwd) the gradient
 written once, whatever a provider really moves; that as a fraction of the copy bandwidth measured
-in the same run (read + write bytes of a large copy); speed-up over eager; peak memory allocated
+in the same rounds (read + write bytes of a copy of a logits-sized tensor; the 256 MB copy of
+bench/common.py is reported too); speed-up over eager; peak memory allocated
 during the call above what was allocated before it (the logits themselves are not counted).
 The gradient is taken with torch.autograd.grad, so no provider pays for accumulating into .grad.
 Writes bench/results/loss_bench_<device>.json and .md (loss_bench_quick_<device> with --quick).
 """
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -72,26 +74,39 @@ def make_call(provider, mode, x, t):
     return fwd_bwd_inplace, setup
 
 
-def measure(fn, setup, device, budget_s):
-    """Median ms with repeats fitted to a time budget (the big CPU shapes take seconds each)."""
+def time_once_ms(fn, setup, device):
     if setup:
         setup()
-    common.sync(device)
-    t0 = time.perf_counter()
-    fn()  # first call: compiles, warms caches; also the estimate of one call
-    common.sync(device)
-    one = time.perf_counter() - t0
-    if setup:
-        setup()
-    common.sync(device)
+    if device.type == "cuda":
+        common.flush_l2(device)
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return begin.elapsed_time(end)
     t0 = time.perf_counter()
     fn()
-    common.sync(device)
-    one = min(one, time.perf_counter() - t0)
-    reps = int(max(3, min(1000, budget_s / max(one, 1e-6))))  # a long window: medians survive
-    # other jobs preempting us for a while (shared CPUs)
-    warmup = 1 if one > 0.2 else 3
-    return common.time_ms(fn, device, warmup=warmup, reps=reps, setup=setup)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def measure_round_robin(calls, device, budget_s):
+    """Median ms of each (fn, setup) in calls, timed in interleaved rounds (A, B, C, A, B, C, ...)
+    so that a change of load on a shared machine hits every provider alike: only same-run ratios
+    count. Repeats are fitted to budget_s seconds per call (the big CPU shapes take seconds)."""
+    one = []
+    for fn, setup in calls:  # the first call compiles and warms caches; the second estimates
+        time_once_ms(fn, setup, device)
+        one.append(time_once_ms(fn, setup, device))
+    rounds = int(max(3, min(1000, budget_s * 1e3 * len(calls) / sum(one))))
+    for fn, setup in calls:
+        if min(one) < 200:
+            time_once_ms(fn, setup, device)  # one more warm-up for the fast ones
+    times = [[] for _ in calls]
+    for _ in range(rounds):
+        for i, (fn, setup) in enumerate(calls):
+            times[i].append(time_once_ms(fn, setup, device))
+    return [statistics.median(t) for t in times]
 
 
 def peak_bytes(fn, setup, device):
@@ -134,31 +149,37 @@ def main():
             t = torch.randint(0, v, (n,), device=device)
             elsize = x.element_size()
             for mode in ("fwd", "fwd+bwd"):
-                eager_ms = None
-                for provider in providers:
-                    if provider == "ours-inplace" and mode == "fwd":
-                        continue
-                    fn, setup = make_call(provider, mode, x, t)
-                    ms = measure(fn, setup, device, budget)
+                names = [p for p in providers if not (p == "ours-inplace" and mode == "fwd")]
+                calls = [make_call(p, mode, x, t) for p in names]
+                # the copy of a tensor of the logits' size, in the same rounds: the bandwidth the
+                # kernels are compared with, measured under the same load
+                dst = torch.empty_like(x)
+                ms_all = measure_round_robin(calls + [(lambda: dst.copy_(x), None)], device, budget)
+                copy_ms = ms_all.pop()
+                shape_copy_gbs = 2 * x.numel() * elsize / (copy_ms * 1e-3) / 1e9
+                del dst
+                eager_ms = ms_all[names.index("torch")] if "torch" in names else None
+                for provider, (fn, setup), ms in zip(names, calls, ms_all):
                     peak = peak_bytes(fn, setup, device)
                     moved = n * v * elsize * (2 if mode == "fwd+bwd" else 1)
                     gbs = moved / (ms * 1e-3) / 1e9
-                    if provider == "torch":
-                        eager_ms = ms
                     row = {"shape": f"{n}x{v}", "dtype": str(dtype).replace("torch.", ""), "mode": mode,
-                           "provider": provider, "ms": ms, "gbs": gbs, "copy_frac": gbs / copy_gbs,
+                           "provider": provider, "ms": ms, "gbs": gbs, "copy_gbs": shape_copy_gbs,
+                           "copy_frac": gbs / shape_copy_gbs,
                            "speedup": eager_ms / ms if eager_ms else None, "peak_mb": peak / 2**20}
                     rows.append(row)
                     print(f"  {row['shape']:>12} {row['dtype']:>8} {mode:>7} {provider:>12}: {ms:9.3f} ms "
-                          f"{gbs:7.1f} GB/s ({gbs / copy_gbs:5.1%} of copy) x{row['speedup'] or 1:5.2f} "
-                          f"peak {row['peak_mb']:8.1f} MB", flush=True)
+                          f"{gbs:7.1f} GB/s ({row['copy_frac']:5.1%} of copy {shape_copy_gbs:.1f}) "
+                          f"x{row['speedup'] or 1:5.2f} peak {row['peak_mb']:8.1f} MB", flush=True)
             del x, t
     columns = [("shape", "N x V", ""), ("dtype", "dtype", ""), ("mode", "mode", ""),
                ("provider", "provider", ""), ("ms", "median ms", "{:.3f}"), ("gbs", "eff. GB/s", "{:.1f}"),
-               ("copy_frac", "of copy bw", "{:.1%}"), ("speedup", "vs eager", "{:.2f}x"),
+               ("copy_gbs", "copy GB/s", "{:.1f}"), ("copy_frac", "of copy", "{:.1%}"), ("speedup", "vs eager", "{:.2f}x"),
                ("peak_mb", "peak MB", "{:.1f}")]
-    notes = ("Effective GB/s counts the logits read once (fwd) plus the gradient written once "
-             "(fwd+bwd). Copy bandwidth counts read + write bytes of a 256 MB copy, so a kernel "
+    notes = ("Providers and a copy of a logits-sized tensor are timed in interleaved rounds, so load "
+             "changes on a shared machine hit all alike. "
+             "Effective GB/s counts the logits read once (fwd) plus the gradient written once "
+             "(fwd+bwd). Copy GB/s counts read + write bytes of that copy, so a kernel "
              "that reads the logits once from memory and writes the gradient once can approach "
              "100%; one that reads the logits twice from memory is bounded near 67%.")
     if args.no_write:
