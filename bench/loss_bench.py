@@ -12,8 +12,9 @@ no_grad; fwd+bwd: loss and d loss / d logits, as in training), the providers sid
     ours-inplace gpt_kernels.cross_entropy_inplace (fwd+bwd only: the gradient overwrites logits)
 Reported: median ms; effective GB/s counting the logits read once plus (fwd+bwd) the gradient
 written once, whatever a provider really moves; that as a fraction of the copy bandwidth measured
-in the same rounds (read + write bytes of a copy of a logits-sized tensor; the 256 MB copy of
-bench/common.py is reported too); speed-up over eager; peak memory allocated
+in the same run (read + write bytes of a 256 MB copy, bench/common.py), with the bandwidth of a
+logits-sized copy timed in the same rounds as the providers beside it; speed-up over eager; peak
+memory allocated
 during the call above what was allocated before it (the logits themselves are not counted).
 The gradient is taken with torch.autograd.grad, so no provider pays for accumulating into .grad.
 Writes bench/results/loss_bench_<device>.json and .md (loss_bench_quick_<device> with --quick).
@@ -93,19 +94,23 @@ def time_once_ms(fn, setup, device):
 def measure_round_robin(calls, device, budget_s):
     """Median ms of each (fn, setup) in calls, timed in interleaved rounds (A, B, C, A, B, C, ...)
     so that a change of load on a shared machine hits every provider alike: only same-run ratios
-    count. Repeats are fitted to budget_s seconds per call (the big CPU shapes take seconds)."""
+    count. Repeats are fitted to budget_s seconds per call (the big CPU shapes take seconds).
+    When calls are short, a round runs each one 3 times in a row and keeps the last 2: the first
+    absorbs the switch from the previous provider (caches; on the CPU, the malloc heap another
+    provider's buffers left behind, which can make a fresh N x V output page-fault)."""
     one = []
     for fn, setup in calls:  # the first call compiles and warms caches; the second estimates
         time_once_ms(fn, setup, device)
         one.append(time_once_ms(fn, setup, device))
-    rounds = int(max(3, min(1000, budget_s * 1e3 * len(calls) / sum(one))))
-    for fn, setup in calls:
-        if min(one) < 200:
-            time_once_ms(fn, setup, device)  # one more warm-up for the fast ones
+    batch = 3 if max(one) < 100 else 1
+    rounds = int(max(3, min(1000, budget_s * 1e3 * len(calls) / (batch * sum(one)))))
     times = [[] for _ in calls]
     for _ in range(rounds):
         for i, (fn, setup) in enumerate(calls):
-            times[i].append(time_once_ms(fn, setup, device))
+            for b in range(batch):
+                ms = time_once_ms(fn, setup, device)
+                if b > 0 or batch == 1:
+                    times[i].append(ms)
     return [statistics.median(t) for t in times]
 
 
@@ -165,21 +170,23 @@ def main():
                     gbs = moved / (ms * 1e-3) / 1e9
                     row = {"shape": f"{n}x{v}", "dtype": str(dtype).replace("torch.", ""), "mode": mode,
                            "provider": provider, "ms": ms, "gbs": gbs, "copy_gbs": shape_copy_gbs,
-                           "copy_frac": gbs / shape_copy_gbs,
+                           "copy_frac": gbs / copy_gbs,
                            "speedup": eager_ms / ms if eager_ms else None, "peak_mb": peak / 2**20}
                     rows.append(row)
                     print(f"  {row['shape']:>12} {row['dtype']:>8} {mode:>7} {provider:>12}: {ms:9.3f} ms "
-                          f"{gbs:7.1f} GB/s ({row['copy_frac']:5.1%} of copy {shape_copy_gbs:.1f}) "
+                          f"{gbs:7.1f} GB/s ({row['copy_frac']:5.1%} of copy; logits copy {shape_copy_gbs:.1f}) "
                           f"x{row['speedup'] or 1:5.2f} peak {row['peak_mb']:8.1f} MB", flush=True)
             del x, t
     columns = [("shape", "N x V", ""), ("dtype", "dtype", ""), ("mode", "mode", ""),
                ("provider", "provider", ""), ("ms", "median ms", "{:.3f}"), ("gbs", "eff. GB/s", "{:.1f}"),
-               ("copy_gbs", "copy GB/s", "{:.1f}"), ("copy_frac", "of copy", "{:.1%}"), ("speedup", "vs eager", "{:.2f}x"),
+               ("copy_frac", "of copy bw", "{:.1%}"), ("copy_gbs", "logits copy GB/s", "{:.1f}"), ("speedup", "vs eager", "{:.2f}x"),
                ("peak_mb", "peak MB", "{:.1f}")]
     notes = ("Providers and a copy of a logits-sized tensor are timed in interleaved rounds, so load "
-             "changes on a shared machine hit all alike. "
+             "changes on a shared machine hit all alike (the logits copy column shows the load of "
+             "each row's rounds; a 32 MB copy may be partly served by the L3 cache). "
              "Effective GB/s counts the logits read once (fwd) plus the gradient written once "
-             "(fwd+bwd). Copy GB/s counts read + write bytes of that copy, so a kernel "
+             "(fwd+bwd). 'of copy bw' is relative to the 256 MB copy measured at the start "
+             "(read + write bytes), so a kernel "
              "that reads the logits once from memory and writes the gradient once can approach "
              "100%; one that reads the logits twice from memory is bounded near 67%.")
     if args.no_write:
