@@ -44,6 +44,11 @@
 //   v4  fp32 gradient staged in a per-thread scratch row and streamed out with non-temporal
 //       stores (no read-for-ownership of the gradient's lines): 6.8-7.0 ms at 1 thread; the
 //       forward alone (5.3 ms) is compute-bound on exp at 1 thread, memory-bound at 2.
+// Large N x V: the functional op then spends most of its time in the kernel's first touch of
+// its fresh gradient (page faults of a 1-2 GB mmap: ~0.3-0.5 ms per MB on that VM, system time),
+// which cross_entropy_inplace does not pay (3x faster at (8192, 50257) in the benchmark).
+// Transparent huge pages would cut it (torch's THP_MEM_ALLOC_ENABLE=1, for every provider); an
+// madvise(MADV_HUGEPAGE) of our own was tried and left out: once it stalled 4.5 s compacting.
 //
 // Vectorization: ATen's Vectorized<float> is 8-wide AVX2 only where CPU_CAPABILITY_AVX2 is
 // defined (ATen's build defines it per kernel file); otherwise it is a plain array looping over
