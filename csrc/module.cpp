@@ -18,7 +18,20 @@ PyObject* PyInit__C(void) {
 // kernel in its own file (TORCH_LIBRARY_IMPL(gpt_kernels, CPU|CUDA, m)), and the Python files
 // of gpt_kernels/ register autograd and fake (meta) implementations.
 TORCH_LIBRARY(gpt_kernels, m) {
-  // (each op: its schema here, its kernels in csrc/<op>.cpp and csrc/cuda/)
+  // Fused cross-entropy (csrc/cross_entropy.cpp, csrc/cuda/cross_entropy.cu): the public op,
+  // a composite that runs the fused forward when logits need a gradient and the loss-only
+  // forward otherwise; its autograd lives on cross_entropy_fwd (gpt_kernels/cross_entropy.py).
+  m.def("cross_entropy(Tensor logits, Tensor targets, int ignore_index=-100, "
+        "str reduction=\"mean\") -> Tensor");
+  // loss, and (compute_grad) d loss / d logits for an upstream gradient of 1, in one pass
+  m.def("cross_entropy_fwd(Tensor logits, Tensor targets, int ignore_index, str reduction, "
+        "bool compute_grad) -> (Tensor loss, Tensor grad)");
+  // the same, with the gradient written over the logits (the caller's logits are dead)
+  m.def("cross_entropy_fwd_inplace(Tensor(a!) logits, Tensor targets, int ignore_index, "
+        "str reduction) -> Tensor");
+  // backward: grad *= upstream gradient (per row for "none"), skipped where it is 1
+  m.def("cross_entropy_scale_grad_(Tensor(a!) grad, Tensor grad_loss, Tensor targets, "
+        "int ignore_index, str reduction) -> ()");
 
   // Causal attention (csrc/causal_attention.cpp, csrc/cuda/causal_attention.*, gpt_kernels/attention.py).
   // The public op; composite: draws nothing itself, calls causal_attention_forward, whose

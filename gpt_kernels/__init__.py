@@ -8,10 +8,11 @@ Build it with `pip install -e .` from the repository root (see README.md).
 import torch  # noqa: F401  (the compiled library links against torch's libraries)
 
 from . import _C  # noqa: F401  (registers torch.ops.gpt_kernels.* and their CPU/CUDA kernels)
+from . import cross_entropy as _cross_entropy  # autograd + fake registrations of the loss ops
+from .cross_entropy import cross_entropy_inplace  # noqa: F401
 from . import attention  # noqa: F401,E402  (autograd and fake kernels of causal_attention)
 
 
 def has_cuda_kernels() -> bool:
     """True when the library was compiled with its CUDA kernels."""
-    return torch._C._dispatch_has_kernel_for_dispatch_key(
-        "gpt_kernels::cross_entropy", "CUDA") if hasattr(torch.ops.gpt_kernels, "cross_entropy") else False
+    return torch._C._dispatch_has_kernel_for_dispatch_key("gpt_kernels::cross_entropy_fwd", "CUDA")

@@ -1,0 +1,42 @@
+// The interface between the torch-free CUDA kernels (cross_entropy.cu, which compiles in
+// seconds) and their torch launcher (cross_entropy_launcher.cpp). Only CUDA runtime types here.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace gpt_kernels {
+namespace cuda {
+
+enum CeDtype : int { kCeF32 = 0, kCeF64 = 1, kCeF16 = 2, kCeBF16 = 3 };
+
+// The target-count kernel writes (valid, bad) per block into counts[0 .. 2*kCeCountBlocks), and
+// the finalize kernel the totals into counts[2*kCeCountBlocks], counts[2*kCeCountBlocks + 1].
+constexpr int kCeCountBlocks = 64;
+constexpr int kCeCountsSize = 2 * kCeCountBlocks + 2;
+
+struct CeForwardArgs {
+  const void* logits;       // (N, V) contiguous, dtype; its address is 16-byte aligned
+  void* grad;               // (N, V) contiguous, same alignment as logits (may be logits), or null
+  const int64_t* targets;   // (N,) contiguous
+  void* row_loss;           // (N,) fp32 (fp64 for fp64 logits): per-row loss, 0 where ignored
+  void* out;                // () dtype: the "mean" or "sum" loss (unused for "none")
+  int* counts;              // kCeCountsSize ints (scratch; no zeroing needed)
+  int64_t N, V, ignore_index;
+  int reduction;            // 0 none, 1 mean, 2 sum (as CeReduction in ../cross_entropy.h)
+  int dtype;                // CeDtype
+};
+
+// count targets -> fused loss (+ gradient) kernel -> finalize (reduced loss, counts); all on
+// `stream`, no host synchronisation. Returns the launch error, if any.
+cudaError_t ce_forward(const CeForwardArgs& args, cudaStream_t stream);
+
+// grad (N, V) contiguous *= scales[per_row ? i : 0] for the rows whose target is not
+// ignore_index; a row whose factor is exactly 1 is not touched. scales are fp32 (fp64 for fp64).
+cudaError_t ce_scale_grad(void* grad, const void* scales, bool per_row, const int64_t* targets,
+                          int64_t N, int64_t V, int64_t ignore_index, int dtype,
+                          cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace gpt_kernels
