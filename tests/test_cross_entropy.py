@@ -454,8 +454,6 @@ def test_cuda_64bit_offsets():
 # Training check: 50 CPU steps with --kernels ext follow --kernels torch to 1e-4
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(os.path.join(REPO, "gpt_pretrain.py")),
-                    reason="gpt_pretrain.py is not in this checkout yet (it arrives with the training script)")
 def test_training_with_ext_kernels_follows_torch(tmp_path):
     import numpy as np
     data = tmp_path / "tokens.bin"
