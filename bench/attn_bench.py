@@ -150,7 +150,7 @@ def main():
              "backend choice (on the CPU with dropout > 0 it falls back to the math path). "
              f"{'CPU: fp32' if device.type == 'cpu' else 'CUDA: bf16'}; median of {reps} repeats, "
              "interleaved across providers.")
-    common.write_results("attn_bench", device, rows, columns, limits, notes)
+    common.write_results("attn_bench_quick" if args.quick else "attn_bench", device, rows, columns, limits, notes)
 
 
 if __name__ == "__main__":

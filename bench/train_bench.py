@@ -10,10 +10,11 @@ median ms per step over --steps timed steps after --warmup untimed ones, tokens/
 and on the GPU model FLOPs utilisation: 6 x parameters + attention FLOPs per token (the PaLM
 count, causal attention counted as half the full (T, T) products), over the measured bf16 matmul
 rate of this run and over the datasheet dense peak. Results go to bench/results/ as
-train_bench_<device>.json and .md.
+train_bench_<device>.json and .md (train_bench_b<batch>_<device> with --batch-size).
 """
 import argparse
 import os
+import statistics
 import sys
 
 import torch
@@ -110,16 +111,26 @@ def main():
     for shape in shapes:
         spec = SHAPES[shape]
         batch_size = args.batch_size or spec["batch_size"]
-        torch_tokens_per_s = None
+        configs, step_fns = {}, {}
         for variant in args.variants:
             kernels = variant.split("+")[0]
             if kernels == "ext" and not have_ext:
                 print(f"skipping {variant}: the extension is not built (pip install -e .)")
                 continue
-            config = GPTConfig(**{**spec["config"].__dict__, "kernels": kernels,
-                                  **({"dropout": args.dropout} if args.dropout is not None else {})})
-            step = make_step(config, batch_size, device, dtype, "compile" in variant)
-            ms = time_ms(step, device, warmup=args.warmup, reps=steps)
+            configs[variant] = GPTConfig(**{**spec["config"].__dict__, "kernels": kernels,
+                                            **({"dropout": args.dropout} if args.dropout is not None else {})})
+            step_fns[variant] = make_step(configs[variant], batch_size, device, dtype, "compile" in variant)
+            time_ms(step_fns[variant], device, warmup=args.warmup, reps=1)  # warm-up (and compile)
+        # Timed in rounds, one step of each variant per round, so that a shared machine whose
+        # load changes during the run slows every variant alike and same-run ratios hold.
+        times = {variant: [] for variant in step_fns}
+        for _ in range(steps):
+            for variant, step in step_fns.items():
+                times[variant].append(time_ms(step, device, warmup=0, reps=1))
+        torch_tokens_per_s = None
+        for variant, step in step_fns.items():
+            config = configs[variant]
+            ms = statistics.median(times[variant])
             peak = peak_memory_bytes(step, device)
             tokens_per_s = batch_size * config.context_len / (ms * 1e-3)
             if variant == "torch":
@@ -132,9 +143,9 @@ def main():
                          "mfu_datasheet": achieved / datasheet if datasheet else None,
                          "peak_mb": peak / 2**20})
             print(rows[-1])
-            del step
-            if on_gpu:
-                torch.cuda.empty_cache()
+        del step_fns
+        if on_gpu:
+            torch.cuda.empty_cache()
     columns = [("shape", "shape", ""), ("variant", "variant", ""), ("batch", "batch", ""),
                ("dropout", "dropout", ""), ("ms_per_step", "ms/step", "{:.1f}"),
                ("tokens_per_s", "tokens/s", "{:,.0f}"), ("vs_torch", "vs torch", "{:.2f}x"),
@@ -143,9 +154,13 @@ def main():
     limits = {"matmul_tflops": matmul_rate}
     if datasheet:
         limits["datasheet_tflops"] = datasheet
-    write_results("train_bench", device, rows, columns, limits,
+    # A run with other settings than the defaults gets its own file, so it never replaces the table.
+    name = "train_bench" + (f"_b{args.batch_size}" if args.batch_size else "") + \
+        (f"_p{args.dropout:g}" if args.dropout is not None else "")
+    write_results(name, device, rows, columns, limits,
                   notes=f"Full step: forward, backward, grad clip, AdamW; {dtype} "
-                        f"{'autocast' if on_gpu else ''}; median of {steps} steps after {args.warmup} warm-up.")
+                        f"{'autocast' if on_gpu else ''}; median of {steps} steps after {args.warmup} warm-up, "
+                        f"variants timed in interleaved rounds.")
 
 
 if __name__ == "__main__":
