@@ -183,6 +183,16 @@ def make_datasets(train_path, val_path, vocab_size, context_len):
 
 # ----------------------------------------------------------------------------- model
 
+def dropout_add(x, residual, p, training, kernels):
+    """residual + dropout(x, p), or dropout(x, p) when residual is None. With --kernels ext one
+    kernel (csrc/dropout_add.cpp) draws the mask from a Philox counter while it adds, and the
+    backward regenerates the mask instead of storing it: no bernoulli_ pass, no mask tensor."""
+    if kernels == "ext":
+        return torch.ops.gpt_kernels.dropout_add(x, residual, p if training else 0.0)
+    x = F.dropout(x, p, training)
+    return x if residual is None else residual + x
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -192,7 +202,6 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.embed_dim, config.embed_dim)
         self.proj.is_residual_projection = True
         self.attn_dropout = nn.Dropout(config.dropout)
-        self.resid_dropout = nn.Dropout(config.dropout)
         mask = torch.tril(torch.ones(config.context_len, config.context_len, dtype=torch.bool))
         self.register_buffer("causal_mask", mask.view(1, 1, config.context_len, config.context_len),
                              persistent=False)
@@ -215,7 +224,7 @@ class CausalSelfAttention(nn.Module):
             att = self.attn_dropout(F.softmax(att, dim=-1))
             y = att @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
-        return self.resid_dropout(self.proj(y))
+        return self.proj(y)  # its residual dropout is applied in Block, fused with the add
 
 
 class MLP(nn.Module):
@@ -224,10 +233,9 @@ class MLP(nn.Module):
         self.fc = nn.Linear(config.embed_dim, config.ff_dim)
         self.proj = nn.Linear(config.ff_dim, config.embed_dim)
         self.proj.is_residual_projection = True
-        self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.proj(F.gelu(self.fc(x))))
+        return self.proj(F.gelu(self.fc(x)))
 
 
 class Block(nn.Module):
@@ -237,10 +245,12 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config)
         self.ln2 = nn.LayerNorm(config.embed_dim)
         self.mlp = MLP(config)
+        self.dropout, self.kernels = config.dropout, config.kernels
 
     def forward(self, x):
-        x = x + self.attn(self.ln1(x))  # pre-LayerNorm: the residual stream stays un-normalised
-        x = x + self.mlp(self.ln2(x))
+        # pre-LayerNorm: the residual stream stays un-normalised; x + dropout(branch)
+        x = dropout_add(self.attn(self.ln1(x)), x, self.dropout, self.training, self.kernels)
+        x = dropout_add(self.mlp(self.ln2(x)), x, self.dropout, self.training, self.kernels)
         return x
 
 
@@ -250,7 +260,6 @@ class GPT(nn.Module):
         self.config = config
         self.token_emb = nn.Embedding(config.vocab_size, config.embed_dim)
         self.pos_emb = nn.Embedding(config.context_len, config.embed_dim)
-        self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.embed_dim)
         self.head = nn.Linear(config.embed_dim, config.vocab_size, bias=False)
@@ -271,7 +280,8 @@ class GPT(nn.Module):
     def forward(self, idx):
         B, T = idx.shape
         pos = torch.arange(T, device=idx.device)
-        x = self.dropout(self.token_emb(idx) + self.pos_emb(pos))  # (B, T, C)
+        x = self.token_emb(idx) + self.pos_emb(pos)  # (B, T, C)
+        x = dropout_add(x, None, self.config.dropout, self.training, self.config.kernels)
         for block in self.blocks:
             x = block(x)
         return self.head(self.ln_f(x))  # (B, T, vocab_size)

@@ -33,9 +33,10 @@ stage environment bash -c "nvidia-smi; $PY -c 'import torch; print(torch.__versi
 stage build env GPT_KERNELS_CUDA=1 "$PY" setup.py build_ext --inplace
 CUOBJDUMP=$(command -v cuobjdump || true)
 [ -n "$CUOBJDUMP" ] && stage cubins "$CUOBJDUMP" --list-elf gpt_kernels/_C.so
-stage tests "$PY" -m pytest -q -rs tests/test_cross_entropy.py tests/test_attention.py
+stage tests "$PY" -m pytest -q -rs tests/test_cross_entropy.py tests/test_attention.py tests/test_dropout_add.py
 stage loss_bench "$PY" bench/loss_bench.py --device cuda
 stage attn_bench "$PY" bench/attn_bench.py --device cuda
+stage dropout_bench "$PY" bench/dropout_bench.py --device cuda
 stage train_bench "$PY" bench/train_bench.py --device cuda
 
 echo

@@ -65,9 +65,6 @@
 #include <torch/library.h>
 
 #include <cmath>
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
 #include <cstdlib>
 #include <limits>
 #include <mutex>
@@ -75,6 +72,7 @@
 #include <vector>
 
 #include "causal_attention_checks.h"
+#include "philox_cpu.h"
 #include "philox_dropout.h"
 
 namespace gpt_kernels {
@@ -185,144 +183,14 @@ inline void exp_sub(double* x, int64_t n, double sub) {
   for (int64_t c = 0; c < n; ++c) x[c] = std::exp(x[c] - sub);
 }
 
-#if defined(__AVX2__)
-// Philox4x32-10 on 8 counters at once (AVX2; the arrays are the counters' 4 words in, the
-// random words out). _mm256_mul_epu32 multiplies the even 32-bit lanes into 64-bit products;
-// the odd lanes go through a second multiply after a 32-bit shift. gcc's own vectorisation of
-// the scalar loop ran about 3x slower (23 ns per 8-element group on one Zen core).
-inline void philox8_avx2(uint32_t* c0, uint32_t* c1, uint32_t* c2, uint32_t* c3, uint32_t k0,
-                         uint32_t k1) {
-  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
-  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
-  __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c0));
-  __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c1));
-  __m256i x2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c2));
-  __m256i x3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c3));
-  for (int round = 0; round < 10; ++round) {
-    const __m256i p0_even = _mm256_mul_epu32(x0, m0);
-    const __m256i p0_odd = _mm256_mul_epu32(_mm256_srli_epi64(x0, 32), m0);
-    const __m256i p1_even = _mm256_mul_epu32(x2, m1);
-    const __m256i p1_odd = _mm256_mul_epu32(_mm256_srli_epi64(x2, 32), m1);
-    const __m256i lo0 = _mm256_blend_epi32(p0_even, _mm256_slli_epi64(p0_odd, 32), 0xAA);
-    const __m256i hi0 = _mm256_blend_epi32(_mm256_srli_epi64(p0_even, 32), p0_odd, 0xAA);
-    const __m256i lo1 = _mm256_blend_epi32(p1_even, _mm256_slli_epi64(p1_odd, 32), 0xAA);
-    const __m256i hi1 = _mm256_blend_epi32(_mm256_srli_epi64(p1_even, 32), p1_odd, 0xAA);
-    const __m256i key0 = _mm256_set1_epi32(static_cast<int>(k0));
-    const __m256i key1 = _mm256_set1_epi32(static_cast<int>(k1));
-    x0 = _mm256_xor_si256(_mm256_xor_si256(hi1, x1), key0);
-    x1 = lo1;
-    x2 = _mm256_xor_si256(_mm256_xor_si256(hi0, x3), key1);
-    x3 = lo0;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(c0), x0);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(c1), x1);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(c2), x2);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(c3), x3);
-}
-#endif
-
-#if defined(__AVX2__)
-// dropout_factors for float: z[0, 64) of row i, columns j0 .. j0+63, all in registers: the
-// 8 Philox calls, the 16-bit compares (lanes = the 8 groups, one vector per element e of a
-// group) and an 8x8 transpose to column order. About 4x faster than the portable version.
-inline void dropout_factors64_avx2(float* z, float keep_scale, uint64_t seed, uint64_t offset,
-                                   uint32_t bh, int64_t i, int64_t j0, uint32_t threshold) {
-  alignas(32) uint32_t c0[8], c1[8], c2[8], c3[8];
-  for (int g = 0; g < 8; ++g) {
-    c0[g] = static_cast<uint32_t>(j0 / 8 + g);
-    c1[g] = static_cast<uint32_t>(i);
-    c2[g] = bh;
-    c3[g] = static_cast<uint32_t>(offset);
-  }
-  philox8_avx2(c0, c1, c2, c3, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-  const __m256i words[4] = {_mm256_load_si256(reinterpret_cast<const __m256i*>(c0)),
-                            _mm256_load_si256(reinterpret_cast<const __m256i*>(c1)),
-                            _mm256_load_si256(reinterpret_cast<const __m256i*>(c2)),
-                            _mm256_load_si256(reinterpret_cast<const __m256i*>(c3))};
-  // u >= threshold as a signed compare u > threshold - 1 (u < 2^16, threshold - 1 >= -1)
-  const __m256i below = _mm256_set1_epi32(static_cast<int>(threshold) - 1);
-  const __m256i low16 = _mm256_set1_epi32(0xFFFF);
-  const __m256 scale = _mm256_set1_ps(keep_scale);
-  __m256 r[8];  // r[e], lane g: factor of column 8 g + e
-  for (int w = 0; w < 4; ++w) {
-    const __m256i lo = _mm256_and_si256(words[w], low16), hi = _mm256_srli_epi32(words[w], 16);
-    r[2 * w] = _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(lo, below)), scale);
-    r[2 * w + 1] = _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(hi, below)), scale);
-  }
-  // 8x8 transpose: out[g], lane e = r[e], lane g
-  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
-  const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
-  const __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
-  const __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
-  _mm256_storeu_ps(z + 0, _mm256_permute2f128_ps(u0, u4, 0x20));
-  _mm256_storeu_ps(z + 8, _mm256_permute2f128_ps(u1, u5, 0x20));
-  _mm256_storeu_ps(z + 16, _mm256_permute2f128_ps(u2, u6, 0x20));
-  _mm256_storeu_ps(z + 24, _mm256_permute2f128_ps(u3, u7, 0x20));
-  _mm256_storeu_ps(z + 32, _mm256_permute2f128_ps(u0, u4, 0x31));
-  _mm256_storeu_ps(z + 40, _mm256_permute2f128_ps(u1, u5, 0x31));
-  _mm256_storeu_ps(z + 48, _mm256_permute2f128_ps(u2, u6, 0x31));
-  _mm256_storeu_ps(z + 56, _mm256_permute2f128_ps(u3, u7, 0x31));
-}
-#endif
-
-// The dropout factors Z of row i, columns j0 + c for c < n (n <= BC, j0 a multiple of 8):
-// keep_scale where kept, 0 where dropped; z must have room for BC entries (the AVX2 float
-// version writes all 64). Eight Philox calls (one per 8 columns) run side by
-// side in SIMD lanes (AVX2 intrinsics where available); bit for bit the mask of dropout_keep8 (philox_dropout.h), which the
-// tests check against the scalar definition.
+// The dropout factors Z of row i, columns j0 .. j0 + 63 (j0 a multiple of 8): keep_scale where
+// kept, 0 where dropped, the mask of dropout_keep8 (philox_dropout.h). z has room for BC = 64.
+static_assert(BC == 64, "one keep_factors64 call per key tile row");
 template <typename T>
-inline void dropout_factors(T* z, int64_t n, T keep_scale, uint64_t seed, uint64_t offset,
-                            uint32_t bh, int64_t i, int64_t j0, uint32_t threshold) {
-#if defined(__AVX2__)
-  if constexpr (std::is_same_v<T, float>) {  // z has room for BC = 64 entries
-    return dropout_factors64_avx2(z, keep_scale, seed, offset, bh, i, j0, threshold);
-  }
-#endif
-  constexpr int kGroups = BC / 8;
-  uint32_t c0[kGroups], c1[kGroups], c2[kGroups], c3[kGroups];
-  for (int g = 0; g < kGroups; ++g) {
-    c0[g] = static_cast<uint32_t>(j0 / 8 + g);
-    c1[g] = static_cast<uint32_t>(i);
-    c2[g] = bh;
-    c3[g] = static_cast<uint32_t>(offset);
-  }
-  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-#if defined(__AVX2__)
-  static_assert(kGroups == 8, "one AVX2 register of counters");
-  philox8_avx2(c0, c1, c2, c3, k0, k1);
-#else
-  for (int round = 0; round < 10; ++round) {
-#pragma omp simd
-    for (int g = 0; g < kGroups; ++g) {
-      const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0[g];
-      const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2[g];
-      const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[g] ^ k0;
-      const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[g] ^ k1;
-      c0[g] = n0;
-      c1[g] = static_cast<uint32_t>(p1);
-      c2[g] = n2;
-      c3[g] = static_cast<uint32_t>(p0);
-    }
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-#endif
-  for (int64_t c = 0; c < n; ++c) {
-    const int g = static_cast<int>(c >> 3), e = static_cast<int>(c & 7);
-    const uint32_t word = (e >> 1) == 0 ? c0[g] : (e >> 1) == 1 ? c1[g] : (e >> 1) == 2 ? c2[g] : c3[g];
-    const uint32_t u = (word >> ((e & 1) * 16)) & 0xFFFFu;
-    z[c] = u >= threshold ? keep_scale : T(0);
-  }
+inline void dropout_factors(T* z, T keep_scale, uint64_t seed, uint64_t offset, uint32_t bh,
+                            int64_t i, int64_t j0, uint32_t threshold) {
+  keep_factors64(z, keep_scale, static_cast<uint32_t>(j0 / 8), static_cast<uint32_t>(i), bh,
+                 static_cast<uint32_t>(offset), seed, threshold);
 }
 
 struct Dims {
@@ -384,8 +252,8 @@ void forward_cpu(const T* q, const T* k, const T* v, T* out, T* lse, const Dims&
             alignas(64) T z[BC];
             for (int64_t c0 = 0; c0 < n_valid; c0 += BC) {  // 64 columns per 8 Philox calls
               const int64_t n = std::min(BC, n_valid - c0);
-              dropout_factors(z, n, keep_scale, seed, offset, static_cast<uint32_t>(bh), i,
-                              j0 + c0, threshold);
+              dropout_factors(z, keep_scale, seed, offset, static_cast<uint32_t>(bh), i, j0 + c0,
+                              threshold);
 #pragma omp simd
               for (int64_t c = 0; c < n; ++c) row[c0 + c] *= z[c];
             }
@@ -452,8 +320,7 @@ void backward_cpu(const T* dout, const at::Tensor& dout_t, const T* q, const T* 
           const T di = delta[i];
           if constexpr (kDropout) {
             alignas(64) T z[BC];
-            dropout_factors(z, n_valid, keep_scale, seed, offset, static_cast<uint32_t>(bh), i, j0,
-                            threshold);
+            dropout_factors(z, keep_scale, seed, offset, static_cast<uint32_t>(bh), i, j0, threshold);
 #pragma omp simd
             for (int64_t c = 0; c < n_valid; ++c) {
               const T pe = prow[c];
@@ -474,14 +341,6 @@ void backward_cpu(const T* dout, const at::Tensor& dout_t, const T* q, const T* 
       }
     }
   });
-}
-
-// Draws (seed, offset) for one call from the CPU generator: a fresh 64-bit seed, offset 0.
-std::pair<uint64_t, uint64_t> cpu_philox_seed() {
-  auto gen = at::get_generator_or_default<at::CPUGeneratorImpl>(std::nullopt,
-                                                                at::detail::getDefaultCPUGenerator());
-  std::lock_guard<std::mutex> lock(gen->mutex_);
-  return {gen->random64(), 0};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_attention_forward_cpu(
@@ -525,7 +384,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_attention_backward_cpu(
   auto dk = at::empty({d.B, d.H, d.T, d.D}, q.options());
   auto dv = at::empty({d.B, d.H, d.T, d.D}, q.options());
   if (d.T == 0 || d.B * d.H == 0) return {dq, dk, dv};
-  const auto [seed, offset] = read_rng_state(rng_state);
+  const auto [seed, offset] = read_rng_state(rng_state, "causal_attention");
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "causal_attention_backward_cpu", [&] {
     const auto run = dropout_p > 0 ? backward_cpu<scalar_t, true> : backward_cpu<scalar_t, false>;
     run(dout.data_ptr<scalar_t>(), dout, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
@@ -555,7 +414,7 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
 at::Tensor causal_attention_dropout_mask(int64_t B, int64_t H, int64_t T, double dropout_p,
                                          const at::Tensor& rng_state) {
   TORCH_CHECK(dropout_p >= 0 && dropout_p < 1, "causal_attention_dropout_mask: dropout_p must be in [0, 1), got ", dropout_p);
-  const auto [seed, offset] = read_rng_state(rng_state);
+  const auto [seed, offset] = read_rng_state(rng_state, "causal_attention");
   auto mask = at::empty({B, H, T, T}, at::TensorOptions().dtype(at::kBool));
   bool* m = mask.data_ptr<bool>();
   const uint32_t threshold = dropout_threshold(static_cast<float>(dropout_p));

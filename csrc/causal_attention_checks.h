@@ -3,6 +3,8 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include "rng_state.h"
+
 #include <cstdint>
 #include <utility>
 
@@ -57,23 +59,6 @@ inline void check_backward_inputs(const at::Tensor& dout, const at::Tensor& q,
 // The kernels index (b, h, t) by strides and need the D elements of a row adjacent.
 inline at::Tensor last_dim_contiguous(const at::Tensor& t) {
   return (t.stride(3) == 1 || t.size(3) == 1) ? t : t.contiguous();
-}
-
-// (seed, offset) of the dropout mask as the int64[2] CPU tensor that the forward returns.
-inline at::Tensor make_rng_state(uint64_t seed, uint64_t offset) {
-  auto state = at::empty({2}, at::TensorOptions().dtype(at::kLong));
-  state.data_ptr<int64_t>()[0] = static_cast<int64_t>(seed);
-  state.data_ptr<int64_t>()[1] = static_cast<int64_t>(offset);
-  return state;
-}
-
-inline std::pair<uint64_t, uint64_t> read_rng_state(const at::Tensor& rng_state) {
-  TORCH_CHECK(rng_state.device().is_cpu() && rng_state.scalar_type() == at::kLong &&
-                  rng_state.numel() == 2,
-              "causal_attention: rng_state must be an int64[2] CPU tensor (seed, offset)");
-  const auto s = rng_state.contiguous();
-  return {static_cast<uint64_t>(s.data_ptr<int64_t>()[0]),
-          static_cast<uint64_t>(s.data_ptr<int64_t>()[1])};
 }
 
 }  // namespace gpt_kernels

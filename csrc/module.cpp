@@ -44,4 +44,17 @@ TORCH_LIBRARY(gpt_kernels, m) {
   m.def("causal_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor rng_state, float dropout_p, float scale) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
   // Debug/test: the (B,H,T,T) bool keep-mask the kernels apply for rng_state (CPU).
   m.def("causal_attention_dropout_mask(int B, int H, int T, float dropout_p, Tensor rng_state) -> Tensor");
+
+  // Residual dropout, out = residual + dropout(x, p) (csrc/dropout_add.cpp, csrc/cuda/dropout_add.*,
+  // gpt_kernels/dropout.py). The public op; composite, calls dropout_add_forward, whose autograd
+  // formula calls dropout_add_backward. residual=None gives dropout(x).
+  m.def("dropout_add(Tensor x, Tensor? residual, float p) -> Tensor");
+  // out (residual's dtype, else x's), rng_state int64[2] = (seed, offset) on the CPU; seed as in
+  // causal_attention_forward.
+  m.def("dropout_add_forward(Tensor x, Tensor? residual, float p, int? seed=None) -> (Tensor out, Tensor rng_state)",
+        {at::Tag::nondeterministic_seeded});
+  // grad_x = grad_out * mask / (1 - p), the mask regenerated from rng_state, in x's dtype.
+  m.def("dropout_add_backward(Tensor grad_out, Tensor rng_state, float p, ScalarType grad_x_dtype) -> Tensor");
+  // Debug/test: the (numel,) bool keep-mask dropout_add applies for rng_state (CPU).
+  m.def("dropout_add_mask(int numel, float p, Tensor rng_state) -> Tensor");
 }

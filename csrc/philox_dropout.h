@@ -1,4 +1,5 @@
-// Counter-based dropout mask shared by the CPU and CUDA attention kernels (torch-free header).
+// Counter-based dropout masks shared by the CPU and CUDA kernels of causal_attention and
+// dropout_add (torch-free header).
 //
 // Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11) maps a
 // 128-bit counter and a 64-bit key to 128 random bits with no state, so any element's mask bit
@@ -59,10 +60,11 @@ GK_HD uint32_t dropout_threshold(float p) {
   return t >= 65535.0f ? 65535u : static_cast<uint32_t>(t);
 }
 
-// Keep bits of the 8 elements (i, 8*jgroup + e), e = 0..7, of head bh: bit e set means keep.
-GK_HD uint32_t dropout_keep8(uint64_t seed, uint64_t offset, uint32_t bh, uint32_t i,
-                             uint32_t jgroup, uint32_t threshold) {
-  uint32_t c[4] = {jgroup, i, bh, static_cast<uint32_t>(offset)};
+// Keep bits of one Philox call on counter (c0, c1, c2, c3): bit e set means element e of the
+// group of 8 is kept (u16 number e >= threshold). Every mask below is this on its own counter.
+GK_HD uint32_t philox_keep8(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint64_t seed,
+                            uint32_t threshold) {
+  uint32_t c[4] = {c0, c1, c2, c3};
   philox4x32_10(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
   uint32_t bits = 0;
 #if defined(__CUDA_ARCH__)
@@ -73,6 +75,22 @@ GK_HD uint32_t dropout_keep8(uint64_t seed, uint64_t offset, uint32_t bh, uint32
     bits |= static_cast<uint32_t>(u >= threshold) << e;
   }
   return bits;
+}
+
+// Attention: keep bits of the 8 elements (i, 8*jgroup + e), e = 0..7, of head bh.
+GK_HD uint32_t dropout_keep8(uint64_t seed, uint64_t offset, uint32_t bh, uint32_t i,
+                             uint32_t jgroup, uint32_t threshold) {
+  return philox_keep8(jgroup, i, bh, static_cast<uint32_t>(offset), seed, threshold);
+}
+
+// dropout_add (csrc/dropout_add.cpp): element n of the flattened tensor is bit n % 8 of group
+// g = n / 8, counter = (g mod 2^32, g >> 32, kDropoutAddStream, offset mod 2^32). The constant
+// third word keeps these counters apart from attention's (whose third word is a head index).
+constexpr uint32_t kDropoutAddStream = 0x44524F50u;  // "DROP"
+
+GK_HD uint32_t dropout_add_keep8(uint64_t seed, uint64_t offset, uint64_t group, uint32_t threshold) {
+  return philox_keep8(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32),
+                      kDropoutAddStream, static_cast<uint32_t>(offset), seed, threshold);
 }
 
 }  // namespace gpt_kernels

@@ -1,4 +1,5 @@
-"""gpt_kernels: the compiled kernels of gpt-pretrain (fused cross-entropy, fused attention).
+"""gpt_kernels: the compiled kernels of gpt-pretrain (fused cross-entropy, fused attention,
+fused residual dropout).
 
     import gpt_kernels
     loss = torch.ops.gpt_kernels.cross_entropy(logits, targets)
@@ -11,6 +12,7 @@ from . import _C  # noqa: F401  (registers torch.ops.gpt_kernels.* and their CPU
 from . import cross_entropy as _cross_entropy  # autograd + fake registrations of the loss ops
 from .cross_entropy import cross_entropy_inplace  # noqa: F401
 from . import attention  # noqa: F401,E402  (autograd and fake kernels of causal_attention)
+from . import dropout  # noqa: F401,E402  (autograd and fake kernels of dropout_add)
 
 
 def has_cuda_kernels() -> bool:

@@ -109,7 +109,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_attention_backward_cuda_op
   if (B * H * T == 0) return {dq, dk, dv};
   auto dq_accum = at::zeros({B, H, T, D}, q.options().dtype(at::kFloat));
   auto delta = at::empty({B, H, T}, q.options().dtype(at::kFloat));
-  const auto [seed, offset] = read_rng_state(rng_state);
+  const auto [seed, offset] = read_rng_state(rng_state, "causal_attention");
   AttentionParams p = make_params(q, k, v, dropout_p, scale, seed, offset);
   p.out = const_cast<void*>(out.data_ptr());
   p.lse = const_cast<float*>(lse.data_ptr<float>());
