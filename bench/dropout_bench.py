@@ -20,6 +20,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # gpt_kernels, built in place
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
@@ -44,8 +45,8 @@ def main():
     try:
         import gpt_kernels  # noqa: F401
         have_ext = True
-    except ImportError:
-        print("the extension is not built (pip install -e .): timing PyTorch only")
+    except ImportError as e:
+        print(f"the extension is not built ({e}; pip install -e .): timing PyTorch only")
         have_ext = False
     cases = [((32, 256, 384), torch.float32, torch.float32)]
     if device.type == "cuda":
