@@ -181,3 +181,16 @@ def test_resume_with_another_model_shape_is_refused(token_file, tmp_path):
     assert result.returncode == 2 and "another model shape" in result.stderr and "embed_dim=64" in result.stderr
     assert "Traceback" not in result.stderr
     assert (out / "ckpt.pt").read_bytes() == before  # nothing lost
+
+
+def test_preset_layers_between_defaults_and_flags():
+    from gpt_pretrain import PRESETS, parse_args, resolve_config
+    args = parse_args(["--preset", "cpu", "--n-layer", "2"])
+    config = resolve_config(args, checkpoint=None)
+    assert config.context_len == PRESETS["cpu"]["context_len"] and config.embed_dim == PRESETS["cpu"]["embed_dim"]
+    assert config.n_layer == 2  # an explicit flag beats the preset
+    assert args.max_iters == PRESETS["cpu"]["max_iters"] and args.learning_rate == PRESETS["cpu"]["learning_rate"]
+    assert config.kernels == "torch" and config.vocab_size == 1000  # unset by the preset: the defaults
+    reference = resolve_config(parse_args([]), checkpoint=None)
+    assert (reference.context_len, reference.embed_dim, reference.n_head, reference.n_layer,
+            reference.ff_dim, reference.dropout) == (256, 384, 6, 6, 1536, 0.1)
