@@ -14,6 +14,11 @@
 // backward reads grad_out and writes grad_x (2; torch: 3). The Philox work (10 rounds per 8
 // elements) runs in AVX2 lanes, 64 elements per call of keep_factors64 (philox_cpu.h).
 //
+// Measured (bench/dropout_bench.py, 2026-11-26, 2-thread EPYC, (32, 256, 384) fp32, p = 0.1):
+// forward 1.39 ms (94% of copy bandwidth) vs 29.6 ms for residual + F.dropout; forward+backward
+// 2.82 ms (77%) vs 28.2 ms. In the training step (default config, batch 32) the 13 dropouts
+// outside attention went from ~360 ms (bernoulli_ 313 ms + muls) to 59 ms.
+//
 // dtypes: x and residual of the same floating dtype, or a float32 residual with a bfloat16 or
 // float16 x (the residual stream of a bf16-autocast model); the composite promotes any other
 // mix. Arithmetic in float32 (float64 for float64).
