@@ -2,16 +2,15 @@
 // generator, and the call into the torch-free kernels of dropout_add.cu (whose header
 // describes them). Registered for the CUDA dispatch key.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <mutex>
 #include <optional>
 
 #include "../dropout_add.h"
 #include "../philox_dropout.h"
+#include "rng_state_cuda.h"
 #include "dropout_add_cuda.h"
 
 namespace gpt_kernels {
@@ -52,11 +51,8 @@ std::tuple<at::Tensor, at::Tensor> dropout_add_forward_cuda_op(
   if (p > 0) {
     if (seed_arg.has_value()) {
       seed = static_cast<uint64_t>(*seed_arg);
-    } else {  // the CUDA generator's Philox (seed, offset); each call advances the offset
-      auto gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(
-          std::nullopt, at::cuda::detail::getDefaultCUDAGenerator(x.device().index()));
-      std::lock_guard<std::mutex> lock(gen->mutex_);
-      std::tie(seed, offset) = gen->philox_engine_inputs(4);
+    } else {
+      std::tie(seed, offset) = cuda_philox_seed(x.device());
     }
   }
   auto rng_state = make_rng_state(seed, offset);
