@@ -10,7 +10,8 @@ median ms per step over --steps timed steps after --warmup untimed ones, tokens/
 and on the GPU model FLOPs utilisation: 6 x parameters + attention FLOPs per token (the PaLM
 count, causal attention counted as half the full (T, T) products), over the measured bf16 matmul
 rate of this run and over the datasheet dense peak. Results go to bench/results/ as
-train_bench_<device>.json and .md (train_bench_b<batch>_<device> with --batch-size).
+train_bench_<device>.json and .md (with --shapes, --batch-size or --dropout in the name
+when given, e.g. train_bench_gpt2-small_<device>, train_bench_b8_<device>).
 """
 import argparse
 import os
@@ -155,7 +156,8 @@ def main():
     if datasheet:
         limits["datasheet_tflops"] = datasheet
     # A run with other settings than the defaults gets its own file, so it never replaces the table.
-    name = "train_bench" + (f"_b{args.batch_size}" if args.batch_size else "") + \
+    name = "train_bench" + (f"_{'-'.join(args.shapes)}" if args.shapes else "") + \
+        (f"_b{args.batch_size}" if args.batch_size else "") + \
         (f"_p{args.dropout:g}" if args.dropout is not None else "")
     write_results(name, device, rows, columns, limits,
                   notes=f"Full step: forward, backward, grad clip, AdamW; {dtype} "
