@@ -439,6 +439,9 @@ def resolve_config(args, checkpoint):
     if config.embed_dim % config.n_head:
         raise UsageError(f"embed_dim {config.embed_dim} is not divisible by n_head {config.n_head}: "
                          "each head gets embed_dim / n_head channels.")
+    if config.kernels == "ext" and config.embed_dim // config.n_head not in (32, 64, 128):
+        raise UsageError(f"--kernels ext: the fused attention takes head sizes 32, 64 and 128, and "
+                         f"embed_dim / n_head = {config.embed_dim // config.n_head}. Change them or use --kernels torch.")
     if min(config.context_len, config.vocab_size, config.embed_dim, config.n_head, config.n_layer,
            config.ff_dim, args.batch_size, args.grad_accum, args.max_iters) < 1:
         raise UsageError("sizes, --batch-size, --grad-accum and --iters must be positive.")

@@ -138,6 +138,7 @@ def write_tokens(path, ids):
     ("large_id", "holds token id 999"),
     ("short", "fewer than context_len + 1"),
     ("heads", "not divisible by n_head"),
+    ("ext_head_size", "takes head sizes 32, 64 and 128"),
     ("no_checkpoint", "no checkpoint"),
     ("unwritable", "cannot write to --out-dir"),
 ])
@@ -158,6 +159,8 @@ def test_bad_input_gives_a_clear_error(tmp_path, case, message):
         write_tokens(data, range(10))
     elif case == "heads":
         extra = ["--embed-dim", 33, "--n-head", 2]
+    elif case == "ext_head_size":
+        extra = ["--kernels", "ext", "--embed-dim", 48, "--n-head", 4]
     elif case == "no_checkpoint":
         extra = ["--resume"]
     elif case == "unwritable":
