@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from support.distributed import any_rank, gather_from_ranks, mean_over_ranks
 from support.plots import plot_losses
+from support.runtime import warn_if_slow_on_cpu
 from support.sampling import sample_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -233,9 +234,15 @@ class MLP(nn.Module):
         self.fc = nn.Linear(config.embed_dim, config.ff_dim)
         self.proj = nn.Linear(config.ff_dim, config.embed_dim)
         self.proj.is_residual_projection = True
+        self.kernels = config.kernels
 
     def forward(self, x):
-        return self.proj(F.gelu(self.fc(x)))
+        if self.kernels == "ext":
+            # a bias-free matmul, then bias + GELU in one pass (csrc/bias_gelu.cpp)
+            h = torch.ops.gpt_kernels.bias_gelu(F.linear(x, self.fc.weight), self.fc.bias)
+        else:
+            h = F.gelu(self.fc(x))  # (B, T, ff_dim)
+        return self.proj(h)
 
 
 class Block(nn.Module):
@@ -461,25 +468,6 @@ def prepare_out_dir(out_dir):
         os.remove(probe)
     except OSError as e:
         raise UsageError(f"cannot write to --out-dir {out_dir}: {e.strerror}. Choose a writable folder.") from None
-
-
-def warn_if_slow_on_cpu(model, config, args, device):
-    """The reference config needs a GPU: say so before the first step, not via a slow tqdm ETA."""
-    if device.type != "cpu" or args.preset:
-        return
-    tokens = args.batch_size * args.grad_accum * config.context_len
-    flops = 6 * model.num_params() * tokens + 12 * config.n_layer * config.embed_dim * config.context_len * tokens
-    a = torch.full((512, 512), 0.5)  # not randn: this must not move the RNG that dropout uses
-    a @ a  # warm-up: the first product also starts the thread pool
-    t0 = time.perf_counter()
-    for _ in range(10):
-        a @ a
-    gemm_rate = 10 * 2 * 512**3 / (time.perf_counter() - t0)
-    seconds = flops / (0.6 * gemm_rate) * args.max_iters  # a full step runs at ~60% of sgemm speed
-    if seconds > 1800:
-        print(f"Note: this config on this CPU takes roughly {flops / (0.6 * gemm_rate):.1f} s per iteration, "
-              f"about {seconds / 3600:.0f} hours for {args.max_iters} iterations. "
-              "`--preset cpu` trains a smaller model in about 5 minutes; a GPU runs this one in minutes.")
 
 
 def write_metrics(path, record):

@@ -141,6 +141,20 @@ def test_non_contiguous_inputs(device):
     torch.testing.assert_close(out, out_c, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_finite_values_propagate_like_torch(device):
+    """A dropped inf or NaN gives x * 0 = NaN, as torch's dropout (x * mask) does, forward and
+    backward: an overflow is never hidden by the mask."""
+    x = torch.tensor([math.inf, -math.inf, math.nan] * 40, device=device)
+    residual = torch.ones_like(x)
+    out, rng_state = forward(x, residual, 0.5, 17)
+    keep = ops.dropout_add_mask(x.numel(), 0.5, rng_state)
+    assert 0 < keep.sum() < x.numel()
+    torch.testing.assert_close(out.double(), reference(x, residual, keep, 0.5), equal_nan=True)
+    grad_x = ops.dropout_add_backward(x, rng_state, 0.5, torch.float32)
+    torch.testing.assert_close(grad_x.double(), reference(x, None, keep, 0.5), equal_nan=True)
+
+
 def test_promotes_other_dtype_mixes():
     x, residual = torch.randn(10, dtype=torch.float64), torch.randn(10)
     out = ops.dropout_add(x, residual, 0.0)

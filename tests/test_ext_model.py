@@ -1,4 +1,4 @@
-"""The model of gpt_pretrain.py with --kernels ext (fused attention, residual dropout and loss)
+"""The model of gpt_pretrain.py with --kernels ext (fused attention, residual dropout, bias + GELU and loss)
 against the PyTorch path: the same function with dropout off, its own masks with dropout on."""
 import torch
 

@@ -34,6 +34,21 @@ void check_cuda_dtype(const at::Tensor& q) {
               " (under torch.autocast float32 inputs are cast to bfloat16)");
 }
 
+// The kernels' shared memory must fit the GPU: a clear message instead of "invalid argument"
+// from the launch (D = 128 needs 110-121 KiB; consumer Ampere/Ada/Blackwell allow 99 KiB).
+void check_shared_memory(const at::Tensor& q, bool backward) {
+  int limit = 0;
+  const cudaError_t err = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                                 q.get_device());
+  TORCH_CHECK(err == cudaSuccess, "causal_attention: cannot query the GPU's shared memory: ",
+              cudaGetErrorString(err));
+  const size_t need = causal_attention_smem_bytes(static_cast<int>(q.size(3)), backward);
+  TORCH_CHECK(need <= static_cast<size_t>(limit), "causal_attention: head size D = ", q.size(3),
+              " needs ", need, " bytes of shared memory per block in the ",
+              backward ? "backward" : "forward", " kernel, but this GPU allows ", limit,
+              ". Use a head size of 64 or less (embed_dim / n_head), or --kernels torch.");
+}
+
 AttentionParams make_params(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             double dropout_p, double scale, uint64_t seed, uint64_t offset) {
   AttentionParams p{};
@@ -64,6 +79,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_attention_forward_cuda_op(
   TORCH_CHECK(q_in.size(0) <= 65535 && q_in.size(1) <= 65535,
               "causal_attention: on CUDA B and H must be at most 65535");
   const c10::cuda::CUDAGuard guard(q_in.device());
+  check_shared_memory(q_in, /*backward=*/false);
   const at::Tensor q = aligned_rows(q_in), k = aligned_rows(k_in), v = aligned_rows(v_in);
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
   auto out = at::empty({B, H, T, D}, q.options());
@@ -94,7 +110,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_attention_backward_cuda_op
     const at::Tensor& rng_state, double dropout_p, double scale) {
   check_backward_inputs(dout_in, q_in, k_in, v_in, out_in, lse_in, rng_state, dropout_p);
   check_cuda_dtype(q_in);
+  TORCH_CHECK(q_in.size(0) <= 65535 && q_in.size(1) <= 65535,
+              "causal_attention: on CUDA B and H must be at most 65535");
   const c10::cuda::CUDAGuard guard(q_in.device());
+  check_shared_memory(q_in, /*backward=*/true);
   const at::Tensor q = aligned_rows(q_in), k = aligned_rows(k_in), v = aligned_rows(v_in),
                    dout = aligned_rows(dout_in), out = out_in.contiguous(),
                    lse = lse_in.contiguous();

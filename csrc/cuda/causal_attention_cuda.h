@@ -37,5 +37,8 @@ struct AttentionParams {
 // dtype: true for bfloat16, false for float16. Return the launch error (cudaSuccess if none).
 cudaError_t causal_attention_forward_cuda(const AttentionParams& p, bool bf16, cudaStream_t stream);
 cudaError_t causal_attention_backward_cuda(const AttentionParams& p, bool bf16, cudaStream_t stream);
+// Dynamic shared memory per block of the forward or backward kernel for head size D (0 for
+// an unsupported D); above 99 KiB (D = 128) it exceeds what consumer GPUs (sm_86/89/120) allow.
+size_t causal_attention_smem_bytes(int D, bool backward);
 
 }  // namespace gpt_kernels

@@ -487,4 +487,13 @@ cudaError_t causal_attention_backward_cuda(const AttentionParams& p, bool bf16, 
   return bf16 ? backward_t<__nv_bfloat16>(p, stream) : backward_t<__half>(p, stream);
 }
 
+size_t causal_attention_smem_bytes(int D, bool backward) {
+  switch (D) {
+    case 32: return backward ? backward_smem_bytes<32>() : forward_smem_bytes<32>();
+    case 64: return backward ? backward_smem_bytes<64>() : forward_smem_bytes<64>();
+    case 128: return backward ? backward_smem_bytes<128>() : forward_smem_bytes<128>();
+    default: return 0;
+  }
+}
+
 }  // namespace gpt_kernels

@@ -343,6 +343,7 @@ template <typename T>
 cudaError_t scale_typed(void* grad, const void* scales, bool per_row, const int64_t* targets,
                         int64_t N, int64_t V, int64_t ignore_index, cudaStream_t stream) {
   using A = typename AccOf<T>::type;
+  if (N == 0) return cudaSuccess;  // a grid of 0 blocks is a launch error
   const unsigned grid = static_cast<unsigned>(N < 65536 ? N : 65536);  // rows loop inside
   ce_scale_kernel<T, 256><<<grid, 256, 0, stream>>>(static_cast<T*>(grad),
                                                     static_cast<const A*>(scales), per_row,

@@ -82,14 +82,15 @@ dropout_add_kernel(const SrcT* __restrict__ src, const DstT* __restrict__ residu
       Group8<DstT> d;
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
-        A v = ((bits >> e) & 1u) ? static_cast<A>(to_acc(s.v[e])) * keep_scale : A(0);
+        // x * 0, not 0, where dropped: inf and NaN propagate as on the CPU and in torch
+        A v = static_cast<A>(to_acc(s.v[e])) * (((bits >> e) & 1u) ? keep_scale : A(0));
         if constexpr (kResidual) v = static_cast<A>(to_acc(r.v[e])) + v;
         d.v[e] = from_acc<DstT>(v);
       }
       store8(dst + n0, d);
     } else {
       for (int e = 0; e < 8 && n0 + e < n; ++e) {
-        A v = ((bits >> e) & 1u) ? static_cast<A>(to_acc(src[n0 + e])) * keep_scale : A(0);
+        A v = static_cast<A>(to_acc(src[n0 + e])) * (((bits >> e) & 1u) ? keep_scale : A(0));
         if constexpr (kResidual) v = static_cast<A>(to_acc(residual[n0 + e])) + v;
         dst[n0 + e] = from_acc<DstT>(v);
       }

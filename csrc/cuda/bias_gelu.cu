@@ -1,0 +1,159 @@
+// CUDA kernels of bias_gelu, the twin of csrc/bias_gelu.cpp (same formulas from gelu_math.h,
+// same 32-row blocking of the bias gradient):
+//   forward   out[r, c] = gelu(x[r, c] + bias[c])
+//   backward  grad_x[r, c] = grad_out[r, c] * gelu'(x[r, c] + bias[c]);
+//             partial[blk, c] = sum of grad_x[r, c] over the 32 rows r of block blk (fp32),
+//             grad_bias[c] = sum over blk of partial[blk, c] (a second, small kernel)
+// Mapping: forward, one thread block per row (grid-stride over rows), threads across the row's
+// columns, so a warp reads 32 adjacent elements. Backward, a thread per (column, 32-row block):
+// it walks down its column, reading grad_out and x coalesced across the warp, and keeps its
+// partial sum in a register; no atomics, so the bias gradient is the same in every run.
+// The reduction kernel gives each column 8 threads that stride over the partial rows, then adds
+// their 8 sums in order through shared memory.
+// Memory traffic: forward reads x, writes out; backward reads grad_out and x, writes grad_x,
+// plus the partial rows (1/32 of a row per row, fp32). Bound: memory bandwidth; the erf
+// (a divide, two exps, 20 FMAs) is well under the H100's FP32 rate per byte moved.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "../gelu_math.h"
+#include "bias_gelu_cuda.h"
+
+namespace gpt_kernels {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kRowBlock = 32;  // == kBiasGeluRowBlock (csrc/bias_gelu.h, which includes torch)
+constexpr int kReduceCols = 32, kReduceGroups = kThreads / kReduceCols;
+
+template <typename T> struct Acc { using type = float; };
+template <> struct Acc<double> { using type = double; };
+
+__device__ __forceinline__ float to_acc(float v) { return v; }
+__device__ __forceinline__ double to_acc(double v) { return v; }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
+
+template <typename T, typename A>
+__device__ __forceinline__ T from_acc(A v) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16(v);
+  else if constexpr (std::is_same_v<T, __half>) return __float2half(v);
+  else return static_cast<T>(v);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+bias_gelu_forward_kernel(const T* __restrict__ x, const T* __restrict__ bias, T* __restrict__ out,
+                         int64_t rows, int64_t n) {
+  using A = typename Acc<T>::type;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * n;
+    T* outr = out + r * n;
+    for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
+      const A u = to_acc(xr[c]) + to_acc(bias[c]);
+      outr[c] = from_acc<T>(gelu_math::gelu(u));
+    }
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+bias_gelu_backward_kernel(const T* __restrict__ grad, const T* __restrict__ x,
+                          const T* __restrict__ bias, T* __restrict__ grad_x,
+                          typename Acc<T>::type* __restrict__ partial, int64_t rows, int64_t n) {
+  using A = typename Acc<T>::type;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= n) return;  // no shared memory or barrier in this kernel
+  const A b = to_acc(bias[c]);
+  const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
+  for (int64_t blk = blockIdx.y; blk < blocks; blk += gridDim.y) {
+    const int64_t r_end = (blk + 1) * kRowBlock < rows ? (blk + 1) * kRowBlock : rows;
+    A acc = A(0);
+    for (int64_t r = blk * kRowBlock; r < r_end; ++r) {
+      const int64_t i = r * n + c;
+      const A gx = to_acc(grad[i]) * gelu_math::gelu_grad(to_acc(x[i]) + b);
+      grad_x[i] = from_acc<T>(gx);
+      acc += gx;
+    }
+    partial[blk * n + c] = acc;
+  }
+}
+
+// grad_bias[c] = sum over blk of partial[blk, c]. Block: kReduceCols columns x kReduceGroups
+// groups; group g adds the partial rows g, g + 8, g + 16, ...; then group 0 adds the 8 sums.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+bias_grad_reduce_kernel(const typename Acc<T>::type* __restrict__ partial, T* __restrict__ grad_bias,
+                        int64_t blocks, int64_t n) {
+  using A = typename Acc<T>::type;
+  __shared__ A sums[kReduceGroups][kReduceCols];
+  const int lane = threadIdx.x % kReduceCols, group = threadIdx.x / kReduceCols;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kReduceCols + lane;
+  A s = A(0);
+  if (c < n) {
+    for (int64_t blk = group; blk < blocks; blk += kReduceGroups) s += partial[blk * n + c];
+  }
+  sums[group][lane] = s;
+  __syncthreads();
+  if (group == 0 && c < n) {
+    A total = sums[0][lane];
+#pragma unroll
+    for (int g = 1; g < kReduceGroups; ++g) total += sums[g][lane];
+    grad_bias[c] = from_acc<T>(total);
+  }
+}
+
+unsigned clamp_grid(int64_t want, int64_t cap) {
+  return static_cast<unsigned>(want < cap ? want : cap);
+}
+
+template <typename T>
+cudaError_t forward(const BiasGeluParams& p, cudaStream_t stream) {
+  const unsigned grid = clamp_grid(p.rows, int64_t(1) << 20);
+  bias_gelu_forward_kernel<T><<<grid, kThreads, 0, stream>>>(
+      static_cast<const T*>(p.x), static_cast<const T*>(p.bias), static_cast<T*>(p.out), p.rows, p.n);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t backward(const BiasGeluParams& p, cudaStream_t stream) {
+  using A = typename Acc<T>::type;
+  const int64_t blocks = (p.rows + kRowBlock - 1) / kRowBlock;
+  const dim3 grid(clamp_grid((p.n + kThreads - 1) / kThreads, int64_t(1) << 30), clamp_grid(blocks, 65535));
+  bias_gelu_backward_kernel<T><<<grid, kThreads, 0, stream>>>(
+      static_cast<const T*>(p.grad_out), static_cast<const T*>(p.x), static_cast<const T*>(p.bias),
+      static_cast<T*>(p.out), static_cast<A*>(p.partial), p.rows, p.n);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  const unsigned reduce_grid = clamp_grid((p.n + kReduceCols - 1) / kReduceCols, int64_t(1) << 30);
+  bias_grad_reduce_kernel<T><<<reduce_grid, kThreads, 0, stream>>>(
+      static_cast<const A*>(p.partial), static_cast<T*>(p.grad_bias), blocks, p.n);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t bias_gelu_forward_cuda(const BiasGeluParams& p, cudaStream_t stream) {
+  switch (p.dtype) {
+    case kGeluF32: return forward<float>(p, stream);
+    case kGeluF64: return forward<double>(p, stream);
+    case kGeluF16: return forward<__half>(p, stream);
+    case kGeluBF16: return forward<__nv_bfloat16>(p, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t bias_gelu_backward_cuda(const BiasGeluParams& p, cudaStream_t stream) {
+  switch (p.dtype) {
+    case kGeluF32: return backward<float>(p, stream);
+    case kGeluF64: return backward<double>(p, stream);
+    case kGeluF16: return backward<__half>(p, stream);
+    case kGeluBF16: return backward<__nv_bfloat16>(p, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace gpt_kernels

@@ -1,0 +1,27 @@
+// Interface between the torch-free CUDA kernels of bias_gelu (bias_gelu.cu) and their launcher
+// (bias_gelu_launcher.cpp, which includes torch). Only CUDA runtime types here.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace gpt_kernels {
+
+enum GeluDtype : int { kGeluF32 = 0, kGeluF64 = 1, kGeluF16 = 2, kGeluBF16 = 3 };
+
+struct BiasGeluParams {
+  const void* x;         // (rows, n) contiguous
+  const void* bias;      // (n,)
+  const void* grad_out;  // backward: (rows, n) contiguous
+  void* out;             // forward: out; backward: grad_x. (rows, n) contiguous
+  void* grad_bias;       // backward: (n,)
+  void* partial;         // backward workspace: (ceil(rows / kBiasGeluRowBlock), n) fp32 (fp64 for fp64)
+  int64_t rows, n;
+  int dtype;             // GeluDtype of x, bias, grad_out, out, grad_x, grad_bias
+};
+
+// Return the launch error (cudaSuccess if none). rows * n > 0.
+cudaError_t bias_gelu_forward_cuda(const BiasGeluParams& p, cudaStream_t stream);
+cudaError_t bias_gelu_backward_cuda(const BiasGeluParams& p, cudaStream_t stream);
+
+}  // namespace gpt_kernels

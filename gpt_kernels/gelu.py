@@ -1,0 +1,57 @@
+"""Python half of the fused bias + GELU op: autograd formula, fake (meta) kernels, autocast rule.
+
+    h = torch.ops.gpt_kernels.bias_gelu(x @ fc.weight.T, fc.bias)   # == F.gelu(fc(x))
+
+The forward saves x (the bias-free matmul's output) and the bias, as torch's Linear + GELU saves
+the pre-activation; the backward (bias_gelu_backward) recomputes gelu'(x + bias) from them and
+returns grad_x and grad_bias, the bias gradient summed in the same pass over the rows.
+
+Autocast: on CUDA inside torch.autocast, x and bias are cast to bfloat16 whatever the autocast
+dtype, as F.linear casts its bias (the matmul's output is bfloat16 already); the bias's gradient
+flows back to the float32 parameter through that cast.
+"""
+import torch
+
+from . import _C  # noqa: F401  (the schemas and kernels)
+
+_lib = "gpt_kernels::"
+
+
+@torch.library.register_fake(_lib + "bias_gelu")
+def _forward_fake(x, bias):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake(_lib + "bias_gelu_backward")
+def _backward_fake(grad_out, x, bias):
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            torch.empty_like(bias, memory_format=torch.contiguous_format))
+
+
+def _setup_context(ctx, inputs, output):
+    x, bias = inputs
+    ctx.save_for_backward(x, bias)
+
+
+def _backward(ctx, grad_out):
+    x, bias = ctx.saved_tensors
+    if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
+        return None, None
+    grad_x, grad_bias = torch.ops.gpt_kernels.bias_gelu_backward(grad_out, x, bias)
+    return (grad_x if ctx.needs_input_grad[0] else None,
+            grad_bias if ctx.needs_input_grad[1] else None)
+
+
+torch.library.register_autograd(_lib + "bias_gelu", _backward, setup_context=_setup_context)
+
+if hasattr(torch.library, "register_autocast"):
+    torch.library.register_autocast(_lib + "bias_gelu", "cuda", torch.bfloat16)
+
+
+def _double_backward(ctx, *grads):
+    raise NotImplementedError("gpt_kernels.bias_gelu: double backward (gradients of gradients) "
+                              "is not supported")
+
+
+torch.library.register_autograd(_lib + "bias_gelu_backward", _double_backward,
+                                setup_context=lambda ctx, inputs, output: None)

@@ -1,0 +1,230 @@
+"""Tests of torch.ops.gpt_kernels.bias_gelu (csrc/bias_gelu.cpp, csrc/cuda/bias_gelu.*).
+
+bias_gelu(x, bias) = gelu(x + bias) with the exact (erf) GELU; its backward returns grad_x and
+grad_bias (summed over all rows). Reference: the same formula in float64 from the same inputs
+(torch's float64 GELU), so the only error measured is the kernel's.
+Tolerances: float32 computes an erfc accurate to ~1e-7 relative and rounds once: rtol 1e-5,
+atol 1e-6 (values near 0 have tiny absolute errors); bf16/fp16 inputs are computed in float
+and rounded once to half an ulp of the output (rtol 8e-3 / 1e-3). The bias gradient is summed
+in fp32 (fp64 for fp64): its error is held to 1e-6 of the sum of |terms| plus the output's
+rounding. The CUDA tests are the same functions parametrised over the device, skipped only
+when no GPU is present.
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gpt_kernels  # noqa: F401
+
+ops = torch.ops.gpt_kernels
+HAS_CUDA = torch.cuda.is_available()
+cuda_only = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU present")
+DEVICES = ["cpu", pytest.param("cuda", marks=cuda_only)]
+DTYPES = [("cpu", torch.float32), ("cpu", torch.float64), ("cpu", torch.bfloat16),
+          ("cpu", torch.float16),
+          pytest.param("cuda", torch.float32, marks=cuda_only),
+          pytest.param("cuda", torch.float64, marks=cuda_only),
+          pytest.param("cuda", torch.bfloat16, marks=cuda_only),
+          pytest.param("cuda", torch.float16, marks=cuda_only)]
+# awkward shapes: rows below, at and past the 32-row block of the bias gradient; widths below,
+# at and past the 8 AVX2 lanes and the 256 threads of a CUDA block
+SHAPES = [(1, 1), (1, 7), (3, 8), (5, 13), (32, 9), (33, 9), (2, 3, 257), (65, 100), (70, 1537)]
+RTOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 8e-3, torch.float16: 1e-3}
+ATOL = {torch.float64: 1e-12, torch.float32: 1e-6, torch.bfloat16: 1e-6, torch.float16: 1e-6}
+SUM_TOL = {torch.float64: 1e-12, torch.float32: 1e-6, torch.bfloat16: 1e-6, torch.float16: 1e-6}
+
+
+def make_inputs(shape, device, dtype, seed, scale=3.0):
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=gen) * scale).to(device, dtype)
+    bias = torch.randn(shape[-1], generator=gen).to(device, dtype)
+    grad = torch.randn(shape, generator=gen).to(device, dtype)
+    return x, bias, grad
+
+
+def reference(x, bias, grad):
+    """out, grad_x, grad_bias and sum |grad_x| (per column) in float64."""
+    xd = x.detach().double().requires_grad_()
+    bd = bias.detach().double().requires_grad_()
+    out = F.gelu(xd + bd)
+    grad_x, grad_bias = torch.autograd.grad(out, (xd, bd), grad.double())
+    abs_sum = grad_x.abs().reshape(-1, x.shape[-1]).sum(0)
+    return out.detach(), grad_x, grad_bias, abs_sum
+
+
+@pytest.mark.parametrize("device,dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_matches_float64_reference_forward_and_backward(device, dtype, shape):
+    x, bias, grad = make_inputs(shape, device, dtype, seed=hash(shape) % 2**31)
+    x.requires_grad_()
+    bias.requires_grad_()
+    out = ops.bias_gelu(x, bias)
+    assert out.dtype == dtype and out.shape == x.shape and out.device == x.device
+    out.backward(grad)
+    ref_out, ref_gx, ref_gb, abs_sum = reference(x, bias, grad)
+    rtol, atol = RTOL[dtype], ATOL[dtype]
+    torch.testing.assert_close(out.double(), ref_out, rtol=rtol, atol=atol)
+    torch.testing.assert_close(x.grad.double(), ref_gx, rtol=rtol, atol=atol)
+    assert bias.grad.dtype == dtype
+    err = (bias.grad.double() - ref_gb).abs()
+    allowed = SUM_TOL[dtype] * abs_sum + rtol * ref_gb.abs() + atol
+    assert (err <= allowed).all(), f"bias grad error {err.max().item():.3g} above tolerance"
+
+
+def test_float32_accuracy_over_the_whole_range():
+    """Relative accuracy where torch's float GELU loses it: the negative tail (1 + erf cancels)."""
+    u = torch.linspace(-12, 12, 200_001)
+    ud = u.double()
+    # float64 through erfc: even float64's 1 + erf(u / sqrt 2) rounds to 0 below u ~ -8.3
+    ref = 0.5 * ud * torch.special.erfc(-ud / math.sqrt(2))
+    ref_grad = 0.5 * torch.special.erfc(-ud / math.sqrt(2)) + ud * torch.exp(-0.5 * ud * ud) / math.sqrt(2 * math.pi)
+    out = ops.bias_gelu(u.view(1, -1), torch.zeros(u.numel()))[0].double()
+    rel = ((out - ref).abs() / ref.abs()).nan_to_num(0.0)  # 0 / 0 at u = 0
+    # measured: 1.8e-6 where |gelu| > 1e-6 (u > -4.89), 1.4e-5 down to -12 (torch's: 3%, then 100%)
+    assert rel[ud > -4.89].max().item() < 3e-6
+    assert rel.max().item() < 2e-5, f"max relative error {rel.max().item():.3g} (u = {ud[rel.argmax()].item():.4f})"
+    u.requires_grad_()
+    ops.bias_gelu(u.view(1, -1), torch.zeros(u.numel())).sum().backward()
+    assert (u.grad.double() - ref_grad).abs().max().item() < 1e-6
+
+
+def test_equals_linear_then_gelu_as_the_model_uses_it():
+    """bias_gelu(x @ W^T, b) is F.gelu(F.linear(x, W, b)): values and all three gradients."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 9, 48, requires_grad=True)
+    w = (torch.randn(192, 48) * 0.1).requires_grad_()
+    b = (torch.randn(192) * 0.1).requires_grad_()
+    ours = ops.bias_gelu(F.linear(x, w), b)
+    ref = F.gelu(F.linear(x, w, b))
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(ref)
+    ga = torch.autograd.grad(ours, (x, w, b), g)
+    gb = torch.autograd.grad(ref, (x, w, b), g)
+    for a, c in zip(ga, gb):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-5)
+
+
+def test_bias_gradient_does_not_depend_on_the_thread_count():
+    x, bias, grad = make_inputs((1000, 300), "cpu", torch.float32, seed=3)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            results.append(ops.bias_gelu_backward(grad, x, bias))
+    finally:
+        torch.set_num_threads(threads)
+    for grad_x, grad_bias in results[1:]:
+        assert torch.equal(grad_x, results[0][0]) and torch.equal(grad_bias, results[0][1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_and_empty_inputs(device):
+    x, bias, grad = make_inputs((6, 40), device, torch.float32, seed=4)
+    xt = x.t()  # (40, 6) view, bias of 6
+    b6 = bias[:6]
+    torch.testing.assert_close(ops.bias_gelu(xt, b6), F.gelu(xt + b6), rtol=1e-5, atol=1e-6)
+    b_strided = bias[::2]  # 20 elements, stride 2
+    x20 = x[:, :20]
+    torch.testing.assert_close(ops.bias_gelu(x20, b_strided), F.gelu(x20 + b_strided), rtol=1e-5, atol=1e-6)
+    empty = torch.empty(0, 5, device=device)
+    assert ops.bias_gelu(empty, torch.ones(5, device=device)).shape == (0, 5)
+    gx, gb = ops.bias_gelu_backward(empty, empty, torch.ones(5, device=device))
+    assert gx.shape == (0, 5) and torch.equal(gb, torch.zeros(5, device=device))
+
+
+def test_gradcheck_float64():
+    x = torch.randn(5, 11, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(11, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(ops.bias_gelu, (x, bias))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    x = torch.randn(3, 5, 70, device=device, requires_grad=True)
+    bias = torch.randn(70, device=device, requires_grad=True)
+    torch.library.opcheck(ops.bias_gelu.default, (x, bias))
+    torch.library.opcheck(ops.bias_gelu_backward.default,
+                          (torch.randn(3, 5, 70, device=device), x.detach(), bias.detach()))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile(device):
+    torch._dynamo.reset()
+
+    def mlp(x, w, b):
+        return ops.bias_gelu(x @ w.t(), b) * 2
+
+    compiled = torch.compile(mlp, fullgraph=True)
+    x = torch.randn(4, 24, device=device, requires_grad=True)
+    w = torch.randn(40, 24, device=device, requires_grad=True)
+    b = torch.randn(40, device=device, requires_grad=True)
+    a, c = compiled(x, w, b), mlp(x, w, b)
+    torch.testing.assert_close(a, c)
+    for u, v in zip(torch.autograd.grad(a.sum(), (x, w, b)), torch.autograd.grad(c.sum(), (x, w, b))):
+        torch.testing.assert_close(u, v)
+
+
+def test_bad_inputs_raise_clear_errors():
+    x = torch.randn(4, 8)
+    with pytest.raises(RuntimeError, match="bias has 7 elements but x's last dimension is 8"):
+        ops.bias_gelu(x, torch.randn(7))
+    with pytest.raises(RuntimeError, match=r"bias must be 1-D \(N,\)"):
+        ops.bias_gelu(x, torch.randn(1, 8))
+    with pytest.raises(RuntimeError, match="x and bias must have the same dtype"):
+        ops.bias_gelu(x, torch.randn(8, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="x must be a floating-point tensor"):
+        ops.bias_gelu(torch.ones(4, 8, dtype=torch.int64), torch.ones(8, dtype=torch.int64))
+    with pytest.raises(RuntimeError, match="at least one dimension"):
+        ops.bias_gelu(torch.tensor(1.0), torch.ones(1))
+    with pytest.raises(RuntimeError, match="grad_out must have x's shape"):
+        ops.bias_gelu_backward(torch.randn(4, 9), x, torch.randn(8))
+    with pytest.raises(RuntimeError, match="grad_out must have x's dtype"):
+        ops.bias_gelu_backward(x.double(), x, torch.randn(8))
+
+
+@cuda_only
+def test_bad_inputs_cuda():
+    with pytest.raises(RuntimeError, match="x and bias must be on the same device"):
+        ops.bias_gelu(torch.randn(4, 8, device="cuda"), torch.randn(8))
+
+
+@cuda_only
+def test_cpu_and_cuda_agree():
+    x, bias, grad = make_inputs((300, 1537), "cpu", torch.float32, seed=8)
+    out_cpu = ops.bias_gelu(x, bias)
+    gx_cpu, gb_cpu = ops.bias_gelu_backward(grad, x, bias)
+    out_cuda = ops.bias_gelu(x.cuda(), bias.cuda())
+    gx_cuda, gb_cuda = ops.bias_gelu_backward(grad.cuda(), x.cuda(), bias.cuda())
+    torch.testing.assert_close(out_cuda.cpu(), out_cpu, rtol=2e-6, atol=1e-7)
+    torch.testing.assert_close(gx_cuda.cpu(), gx_cpu, rtol=2e-6, atol=1e-7)
+    torch.testing.assert_close(gb_cuda.cpu(), gb_cpu, rtol=1e-5, atol=1e-5)
+
+
+@cuda_only
+def test_more_row_blocks_than_one_grid_dimension_on_cuda():
+    """rows / 32 above 65535: the backward's grid-stride loop over row blocks."""
+    rows = 65535 * 32 + 37
+    x, bias, grad = make_inputs((rows, 3), "cuda", torch.float32, seed=9)
+    gx, gb = ops.bias_gelu_backward(grad, x, bias)
+    _, ref_gx, ref_gb, abs_sum = reference(x, bias, grad)
+    torch.testing.assert_close(gx.double(), ref_gx, rtol=1e-5, atol=1e-6)
+    assert ((gb.double() - ref_gb).abs() <= 1e-6 * abs_sum + 1e-6).all()
+
+
+@cuda_only
+def test_autocast_on_cuda():
+    """Under bf16 autocast the matmul's output is bf16 and the bias parameter fp32."""
+    x = torch.randn(8, 64, device="cuda", requires_grad=True)
+    w = torch.randn(96, 64, device="cuda", requires_grad=True)
+    b = torch.randn(96, device="cuda", requires_grad=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = ops.bias_gelu(F.linear(x, w), b)
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert b.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        ref = F.gelu(F.linear(x, w, b))
+    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
