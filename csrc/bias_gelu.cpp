@@ -63,11 +63,12 @@ inline __m256 two_phi8(__m256 u, __m256* e_out) {
   const __m256 one = _mm256_set1_ps(1.0f);
   const __m256 a = _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), u), _mm256_set1_ps(gm::kSqrtHalf));
   const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.5f), a, one));
-  __m256 poly = _mm256_set1_ps(gm::kP9);
-  for (const float coef : {gm::kP8, gm::kP7, gm::kP6, gm::kP5, gm::kP4, gm::kP3, gm::kP2, gm::kP1, gm::kP0})
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(coef));
-  const __m256 erfc_a = _mm256_mul_ps(t, exp8(_mm256_fnmadd_ps(a, a, poly)));
-  if (e_out != nullptr) *e_out = exp8(_mm256_fnmadd_ps(a, a, _mm256_setzero_ps()));
+  __m256 q = _mm256_set1_ps(gm::kQ9);
+  for (const float coef : {gm::kQ8, gm::kQ7, gm::kQ6, gm::kQ5, gm::kQ4, gm::kQ3, gm::kQ2, gm::kQ1, gm::kQ0})
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(coef));
+  const __m256 e = exp8(_mm256_fnmadd_ps(a, a, _mm256_setzero_ps()));
+  const __m256 erfc_a = _mm256_mul_ps(_mm256_mul_ps(t, q), e);
+  if (e_out != nullptr) *e_out = e;
   const __m256 negative = _mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_LT_OQ);
   return _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(2.0f), erfc_a), erfc_a, negative);
 }

@@ -12,7 +12,7 @@
 // their 8 sums in order through shared memory.
 // Memory traffic: forward reads x, writes out; backward reads grad_out and x, writes grad_x,
 // plus the partial rows (1/32 of a row per row, fp32). Bound: memory bandwidth; the erf
-// (a divide, two exps, 20 FMAs) is well under the H100's FP32 rate per byte moved.
+// (a divide, one exp, ~20 FMAs) is well under the H100's FP32 rate per byte moved.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
