@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from support.distributed import any_rank, gather_from_ranks, mean_over_ranks
 from support.plots import plot_losses
-from support.runtime import keep_freed_memory, warn_if_slow_on_cpu
+from support.runtime import warn_if_slow_on_cpu
 from support.sampling import sample_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -502,8 +502,6 @@ def init_distributed(args):
 def main(argv=None):
     args = parse_args(argv)
     rank, world, device = init_distributed(args)
-    if device.type == "cpu":
-        keep_freed_memory()  # no page faults re-allocating each step's tensors (support/runtime.py)
     is_main = rank == 0  # only rank 0 prints, evaluates, writes metrics and checkpoints
     ckpt_path = os.path.join(args.out_dir, "ckpt.pt")
     checkpoint = load_checkpoint(ckpt_path) if (args.resume or args.sample) else None

@@ -22,13 +22,9 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 
 
 def pick_device(requested=None):
-    """The device to time on; on the CPU with the allocator setting gpt_pretrain.py uses, so
-    that freed tensors are reused rather than faulted in again (support/runtime.py)."""
-    device = torch.device(requested) if requested else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu":
-        from support.runtime import keep_freed_memory
-        keep_freed_memory()
-    return device
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def device_name(device):

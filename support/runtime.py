@@ -1,30 +1,7 @@
-"""Run-time settings and hints for gpt_pretrain.py that are not part of training itself."""
-import ctypes
-import ctypes.util
-import sys
+"""Run-time hints for gpt_pretrain.py that are not part of training itself."""
 import time
 
 import torch
-
-
-def keep_freed_memory():
-    """On Linux with glibc, keep freed blocks in the process instead of returning them to the OS.
-
-    glibc serves blocks above 32 MB with mmap and unmaps them when freed (and trims the heap's
-    top), so the next step's tensor of the same size faults every page in again: on the 2-core
-    test machine a fresh 50 MB tensor costs 18 ms of page faults against 1.5 ms to fill one, and
-    a training step of the default model on the PyTorch path spent ~1 s of system time in them.
-    A training loop allocates the same sizes every step, so the process's memory simply stays at
-    its first step's peak. Returns whether the setting took (False elsewhere, e.g. musl, macOS).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # malloc.h
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def warn_if_slow_on_cpu(model, config, args, device):
