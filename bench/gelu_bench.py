@@ -113,7 +113,9 @@ def main():
              "(GB/s not given: the matmul dominates). Effective GB/s counts the minimum traffic "
              "(x read, out written; the backward adds grad_out and x read, grad_x written) over the "
              f"median of {reps} interleaved rounds ({max(reps // 2, 5)} for linear); 'of copy bw' "
-             "relative to a 256 MB copy in the same run.")
+             "relative to a 256 MB copy in the same run. On the CPU the outputs are fresh 50 MB "
+             "tensors whose pages fault in on first touch, which costs more than the arithmetic "
+             "(README.md, Benchmarks).")
     common.write_results("gelu_bench", device, rows, columns, {"copy_gbs": copy_gbs}, notes)
 
 

@@ -14,6 +14,13 @@
 // the backward (gelu_backward, then a sum over the rows for the bias). The erf costs more than
 // the traffic on a small CPU: the float path runs 8 lanes of AVX2 with its own exp.
 //
+// Measured (2026-11-26, 2-thread EPYC, (8192, 1536) fp32): per element in cache on one thread,
+// forward 0.58 ns (torch's gelu alone 0.57), backward 0.74 ns (torch's gelu_backward alone 0.91);
+// an earlier erfc, exp(-a^2 + P(t)) as in Numerical Recipes, needed a second exp for gelu' and
+// ran at 0.82 / 1.14 ns. From fresh 50 MB tensors (bench/gelu_bench.py) page faults dominate:
+// fwd+bwd 53.9 ms vs 74.4 ms for F.gelu(x + b); with the Linear around it 244 vs 248 ms. In the
+// training step (default config, batch 32) it saved 1.1%: 3928 vs 3971 ms, paired rounds.
+//
 // dtypes: float32 (AVX2), float64 (the C library's erfc, the accuracy reference), bfloat16 and
 // float16 through float. x and bias of one dtype; out and grad_x in it, grad_bias in bias's.
 //
