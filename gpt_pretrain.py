@@ -238,8 +238,10 @@ class MLP(nn.Module):
 
     def forward(self, x):
         if self.kernels == "ext":
-            # a bias-free matmul, then bias + GELU in one pass (csrc/bias_gelu.cpp)
-            h = torch.ops.gpt_kernels.bias_gelu(F.linear(x, self.fc.weight), self.fc.bias)
+            # a bias-free matmul, then bias + GELU in one pass (csrc/bias_gelu.cpp); the bias
+            # in the matmul's dtype, as F.linear casts it under autocast
+            h = F.linear(x, self.fc.weight)
+            h = torch.ops.gpt_kernels.bias_gelu(h, self.fc.bias.to(h.dtype))
         else:
             h = F.gelu(self.fc(x))  # (B, T, ff_dim)
         return self.proj(h)

@@ -41,10 +41,12 @@ constexpr float kQ0 = 0.282094748f, kQ1 = 0.282104122f, kQ2 = 0.246514808f, kQ3 
 
 // exp(x) for float, |error| ~1 ulp: x = n ln2 + r (Cody-Waite split of ln2, |r| <= ln2 / 2),
 // exp(r) by a degree-7 polynomial (Cephes expf's coefficients), 2^n put into the exponent bits.
-// x is clamped to [-87, 88], where 2^n stays a normal float; every caller here has x <= ~0, and
-// exp(-87) ~ 1.6e-38 stands in for the smaller values (they multiply into results below 1e-37).
-// The CPU and the GPU run these same operations (the GPU's own expf differs by an ulp or so).
+// x is clamped to [-87, 88], where 2^n stays a normal float, and below -87 the result is 0
+// (exp(-87) ~ 1.6e-38 times a huge u would otherwise reach 1 in gelu'(u)); every caller here has
+// x <= ~0. The CPU and the GPU run these operations in this order; which multiply-adds the
+// compilers fuse into FMAs may differ, so the two agree to an ulp or two, not bit for bit.
 GK_GELU_HD float exp_f(float x) {
+  const bool underflow = x < -87.0f;
   x = fminf(fmaxf(x, -87.0f), 88.0f);
   const float n = rintf(x * 1.44269504088896341f);
   float r = x - n * 0.693359375f;  // ln2 = 0.693359375 - 2.12194440e-4 (the first part exact)
@@ -63,7 +65,7 @@ GK_GELU_HD float exp_f(float x) {
 #else
   std::memcpy(&scale, &bits, sizeof(scale));
 #endif
-  return p * scale;
+  return underflow ? 0.0f : p * scale;
 }
 
 // 2 Phi(u) = 1 + erf(u / sqrt 2), and (if e_out) exp(-u^2 / 2).

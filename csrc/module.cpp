@@ -60,7 +60,7 @@ TORCH_LIBRARY(gpt_kernels, m) {
 
   // Fused bias + GELU, out = gelu(x + bias) with the exact (erf) GELU, bias along x's last
   // dimension (csrc/bias_gelu.cpp, csrc/cuda/bias_gelu.*, gpt_kernels/gelu.py, which registers
-  // the autograd formula and the autocast rule).
+  // the autograd formula).
   m.def("bias_gelu(Tensor x, Tensor bias) -> Tensor");
   // grad_x = grad_out * gelu'(x + bias), grad_bias = grad_x summed over all but the last dimension.
   m.def("bias_gelu_backward(Tensor grad_out, Tensor x, Tensor bias) -> (Tensor grad_x, Tensor grad_bias)");

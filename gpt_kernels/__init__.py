@@ -13,7 +13,7 @@ from . import cross_entropy as _cross_entropy  # autograd + fake registrations o
 from .cross_entropy import cross_entropy_inplace  # noqa: F401
 from . import attention  # noqa: F401,E402  (autograd and fake kernels of causal_attention)
 from . import dropout  # noqa: F401,E402  (autograd and fake kernels of dropout_add)
-from . import gelu  # noqa: F401,E402  (autograd, fake kernels and autocast of bias_gelu)
+from . import gelu  # noqa: F401,E402  (autograd and fake kernels of bias_gelu)
 
 
 def has_cuda_kernels() -> bool:

@@ -6,9 +6,10 @@ The forward saves x (the bias-free matmul's output) and the bias, as torch's Lin
 the pre-activation; the backward (bias_gelu_backward) recomputes gelu'(x + bias) from them and
 returns grad_x and grad_bias, the bias gradient summed in the same pass over the rows.
 
-Autocast: on CUDA inside torch.autocast, x and bias are cast to bfloat16 whatever the autocast
-dtype, as F.linear casts its bias (the matmul's output is bfloat16 already); the bias's gradient
-flows back to the float32 parameter through that cast.
+dtypes: x and bias must share one; the op registers no autocast rule (a fixed cast would turn
+float16 into bfloat16). Under autocast the caller casts the bias to the matmul's output dtype,
+as F.linear does with its own bias: bias_gelu(h, fc.bias.to(h.dtype)); the bias's gradient flows
+back to the float32 parameter through that cast.
 """
 import torch
 
@@ -43,10 +44,6 @@ def _backward(ctx, grad_out):
 
 
 torch.library.register_autograd(_lib + "bias_gelu", _backward, setup_context=_setup_context)
-
-if hasattr(torch.library, "register_autocast"):
-    torch.library.register_autocast(_lib + "bias_gelu", "cuda", torch.bfloat16)
-
 
 def _double_backward(ctx, *grads):
     raise NotImplementedError("gpt_kernels.bias_gelu: double backward (gradients of gradients) "

@@ -7,8 +7,8 @@ Tolerances: float32 computes an erfc accurate to ~1e-7 relative and rounds once:
 atol 1e-6 (values near 0 have tiny absolute errors); bf16/fp16 inputs are computed in float
 and rounded once to half an ulp of the output (rtol 8e-3 / 1e-3). The bias gradient is summed
 in fp32 (fp64 for fp64): its error is held to 1e-6 of the sum of |terms| plus the output's
-rounding. The CUDA tests are the same functions parametrised over the device, skipped only
-when no GPU is present.
+rounding. Tests that take a device run on the CPU and, when a GPU is present, on CUDA (skipped,
+saying so, when none is); the others are CPU-only or CUDA-only by what they check.
 """
 import math
 
@@ -73,21 +73,41 @@ def test_matches_float64_reference_forward_and_backward(device, dtype, shape):
     assert (err <= allowed).all(), f"bias grad error {err.max().item():.3g} above tolerance"
 
 
-def test_float32_accuracy_over_the_whole_range():
+# (device, row width): on the CPU a width of 7 runs the scalar formula (the AVX2 loop takes 8
+# lanes at a time), the one CUDA runs too
+ACCURACY_PATHS = [("cpu", 1000), ("cpu", 7), pytest.param("cuda", 1000, marks=cuda_only)]
+
+
+@pytest.mark.parametrize("device,width", ACCURACY_PATHS)
+def test_float32_accuracy_over_the_whole_range(device, width):
     """Relative accuracy where torch's float GELU loses it: the negative tail (1 + erf cancels)."""
-    u = torch.linspace(-12, 12, 200_001)
+    u = torch.linspace(-12, 12, 203_000)  # divisible by both widths
     ud = u.double()
     # float64 through erfc: even float64's 1 + erf(u / sqrt 2) rounds to 0 below u ~ -8.3
     ref = 0.5 * ud * torch.special.erfc(-ud / math.sqrt(2))
     ref_grad = 0.5 * torch.special.erfc(-ud / math.sqrt(2)) + ud * torch.exp(-0.5 * ud * ud) / math.sqrt(2 * math.pi)
-    out = ops.bias_gelu(u.view(1, -1), torch.zeros(u.numel()))[0].double()
+    x = u.to(device).view(-1, width)
+    bias = torch.zeros(width, device=device)
+    out = ops.bias_gelu(x, bias).flatten().double().cpu()
     rel = ((out - ref).abs() / ref.abs()).nan_to_num(0.0)  # 0 / 0 at u = 0
     # measured: 1.8e-6 where |gelu| > 1e-6 (u > -4.89), 1.4e-5 down to -12 (torch's: 3%, then 100%)
     assert rel[ud > -4.89].max().item() < 3e-6
     assert rel.max().item() < 2e-5, f"max relative error {rel.max().item():.3g} (u = {ud[rel.argmax()].item():.4f})"
-    u.requires_grad_()
-    ops.bias_gelu(u.view(1, -1), torch.zeros(u.numel())).sum().backward()
-    assert (u.grad.double() - ref_grad).abs().max().item() < 1e-6
+    grad_x, _ = ops.bias_gelu_backward(torch.ones_like(x), x, bias)
+    assert (grad_x.flatten().double().cpu() - ref_grad).abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("width", [8, 7])  # the AVX2 and the scalar path on the CPU
+def test_non_finite_and_huge_inputs_behave_like_torch(device, width):
+    values = [math.inf, -math.inf, math.nan, 1e38, -1e38, 3e30, -3e30, 20.0, -20.0, -13.5, 0.0, -0.0]
+    x = torch.tensor(values * 2, device=device)[: len(values) // width * width].view(-1, width)
+    bias = torch.zeros(width, device=device)
+    torch.testing.assert_close(ops.bias_gelu(x, bias), F.gelu(x), equal_nan=True, rtol=1e-6, atol=0)
+    xr = x.clone().requires_grad_()
+    F.gelu(xr).backward(torch.ones_like(x))
+    grad_x, _ = ops.bias_gelu_backward(torch.ones_like(x), x, bias)
+    torch.testing.assert_close(grad_x, xr.grad, equal_nan=True, rtol=1e-6, atol=0)
 
 
 def test_equals_linear_then_gelu_as_the_model_uses_it():
@@ -204,10 +224,13 @@ def test_cpu_and_cuda_agree():
 
 
 @cuda_only
-def test_more_row_blocks_than_one_grid_dimension_on_cuda():
-    """rows / 32 above 65535: the backward's grid-stride loop over row blocks."""
+def test_more_rows_than_one_grid_on_cuda():
+    """rows above 2^20 (the forward's grid) and rows / 32 above 65535 (the backward's grid.y):
+    the grid-stride loops over rows and row blocks."""
     rows = 65535 * 32 + 37
     x, bias, grad = make_inputs((rows, 3), "cuda", torch.float32, seed=9)
+    torch.testing.assert_close(ops.bias_gelu(x, bias).double(), F.gelu(x.double() + bias.double()),
+                               rtol=1e-5, atol=1e-6)
     gx, gb = ops.bias_gelu_backward(grad, x, bias)
     _, ref_gx, ref_gb, abs_sum = reference(x, bias, grad)
     torch.testing.assert_close(gx.double(), ref_gx, rtol=1e-5, atol=1e-6)
@@ -215,16 +238,27 @@ def test_more_row_blocks_than_one_grid_dimension_on_cuda():
 
 
 @cuda_only
-def test_autocast_on_cuda():
-    """Under bf16 autocast the matmul's output is bf16 and the bias parameter fp32."""
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_on_cuda_as_the_model_calls_it(dtype):
+    """Under autocast the matmul's output has the autocast dtype and the bias parameter is fp32:
+    the model casts the bias, as F.linear does, and the op keeps that dtype (no fixed bf16 cast)."""
     x = torch.randn(8, 64, device="cuda", requires_grad=True)
     w = torch.randn(96, 64, device="cuda", requires_grad=True)
     b = torch.randn(96, device="cuda", requires_grad=True)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        out = ops.bias_gelu(F.linear(x, w), b)
-    assert out.dtype == torch.bfloat16
+    with torch.autocast("cuda", dtype=dtype):
+        h = F.linear(x, w)
+        out = ops.bias_gelu(h, b.to(h.dtype))
+    assert out.dtype == dtype
     out.float().sum().backward()
     assert b.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.autocast("cuda", dtype=dtype):
         ref = F.gelu(F.linear(x, w, b))
     torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
+
+
+@cuda_only
+def test_mixed_dtypes_under_autocast_get_the_clear_error():
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        h = F.linear(torch.randn(4, 8, device="cuda"), torch.randn(16, 8, device="cuda"))
+        with pytest.raises(RuntimeError, match="x and bias must have the same dtype"):
+            ops.bias_gelu(h, torch.randn(16, device="cuda"))
