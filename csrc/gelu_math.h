@@ -43,7 +43,8 @@ constexpr float kQ0 = 0.282094748f, kQ1 = 0.282104122f, kQ2 = 0.246514808f, kQ3 
 // exp(r) by a degree-7 polynomial (Cephes expf's coefficients), 2^n put into the exponent bits.
 // x is clamped to [-87, 88], where 2^n stays a normal float, and below -87 the result is 0
 // (exp(-87) ~ 1.6e-38 times a huge u would otherwise reach 1 in gelu'(u)); every caller here has
-// x <= ~0. The CPU and the GPU run these operations in this order; which multiply-adds the
+// x <= ~0 (exp_f(NaN) is not NaN: fmaxf drops it; the callers' NaN reaches the result through
+// t). The CPU and the GPU run these operations in this order; which multiply-adds the
 // compilers fuse into FMAs may differ, so the two agree to an ulp or two, not bit for bit.
 GK_GELU_HD float exp_f(float x) {
   const bool underflow = x < -87.0f;

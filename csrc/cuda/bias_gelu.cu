@@ -1,11 +1,13 @@
 // CUDA kernels of bias_gelu, the twin of csrc/bias_gelu.cpp (same formulas from gelu_math.h,
-// same 32-row blocking of the bias gradient):
+// same 32-row blocking of the bias gradient; the two agree to rounding, not bit for bit: nvcc
+// picks its own FMA contractions, and the partial rows are added in another order):
 //   forward   out[r, c] = gelu(x[r, c] + bias[c])
 //   backward  grad_x[r, c] = grad_out[r, c] * gelu'(x[r, c] + bias[c]);
 //             partial[blk, c] = sum of grad_x[r, c] over the 32 rows r of block blk (fp32),
 //             grad_bias[c] = sum over blk of partial[blk, c] (a second, small kernel)
 // Mapping: forward, one thread block per row (grid-stride over rows), threads across the row's
-// columns, so a warp reads 32 adjacent elements. Backward, a thread per (column, 32-row block):
+// columns, so a warp reads 32 adjacent elements (rows narrower than 256 leave threads idle: the
+// model's are ff_dim = 4 x embed_dim wide, 1536 by default). Backward, a thread per (column, 32-row block):
 // it walks down its column, reading grad_out and x coalesced across the warp, and keeps its
 // partial sum in a register; no atomics, so the bias gradient is the same in every run.
 // The reduction kernel gives each column 8 threads that stride over the partial rows, then adds
@@ -26,7 +28,7 @@ namespace gpt_kernels {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kRowBlock = 32;  // == kBiasGeluRowBlock (csrc/bias_gelu.h, which includes torch)
+constexpr int kRowBlock = kBiasGeluCudaRowBlock;
 constexpr int kReduceCols = 32, kReduceGroups = kThreads / kReduceCols;
 
 template <typename T> struct Acc { using type = float; };
@@ -72,6 +74,7 @@ bias_gelu_backward_kernel(const T* __restrict__ grad, const T* __restrict__ x,
   for (int64_t blk = blockIdx.y; blk < blocks; blk += gridDim.y) {
     const int64_t r_end = (blk + 1) * kRowBlock < rows ? (blk + 1) * kRowBlock : rows;
     A acc = A(0);
+#pragma unroll 4
     for (int64_t r = blk * kRowBlock; r < r_end; ++r) {
       const int64_t i = r * n + c;
       const A gx = to_acc(grad[i]) * gelu_math::gelu_grad(to_acc(x[i]) + b);

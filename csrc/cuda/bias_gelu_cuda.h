@@ -7,6 +7,10 @@
 
 namespace gpt_kernels {
 
+// Rows per partial bias-gradient row: the CPU's kBiasGeluRowBlock (csrc/bias_gelu.h, which
+// includes torch); the launcher static_asserts that they agree.
+constexpr int kBiasGeluCudaRowBlock = 32;
+
 enum GeluDtype : int { kGeluF32 = 0, kGeluF64 = 1, kGeluF16 = 2, kGeluBF16 = 3 };
 
 struct BiasGeluParams {

@@ -10,6 +10,8 @@
 #include "bias_gelu_cuda.h"
 
 namespace gpt_kernels {
+static_assert(kBiasGeluRowBlock == kBiasGeluCudaRowBlock,
+              "the workspace (launcher) and the kernels must block the rows alike");
 namespace {
 
 int dtype_code(at::ScalarType t) {
