@@ -6,10 +6,11 @@
 //             partial[blk, c] = sum of grad_x[r, c] over the 32 rows r of block blk (fp32),
 //             grad_bias[c] = sum over blk of partial[blk, c] (a second, small kernel)
 // Mapping: forward, one thread block per row (grid-stride over rows), threads across the row's
-// columns, so a warp reads 32 adjacent elements (rows narrower than 256 leave threads idle: the
-// model's are ff_dim = 4 x embed_dim wide, 1536 by default). Backward, a thread per (column, 32-row block):
-// it walks down its column, reading grad_out and x coalesced across the warp, and keeps its
-// partial sum in a register; no atomics, so the bias gradient is the same in every run.
+// columns, so a warp reads 32 adjacent elements (rows narrower than 256 leave threads idle; the
+// model's are ff_dim = 4 x embed_dim wide, 1536 by default). Backward, a thread per (column,
+// 32-row block): it walks down its column, reading grad_out and x coalesced across the warp,
+// and keeps its partial sum in a register; no atomics, so the bias gradient is the same in
+// every run.
 // The reduction kernel gives each column 8 threads that stride over the partial rows, then adds
 // their 8 sums in order through shared memory.
 // Memory traffic: forward reads x, writes out; backward reads grad_out and x, writes grad_x,
