@@ -209,15 +209,17 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
+        qkv = self.qkv(x)  # (B, T, 3C)
+        dropout_p = self.dropout if self.training else 0.0
+        if self.kernels == "ext":
+            # FlashAttention-style kernel with in-kernel dropout (csrc/causal_attention.cpp) that
+            # reads the heads out of qkv and writes them side by side: no transposes, no copies
+            return self.proj(torch.ops.gpt_kernels.causal_attention_qkv(qkv, self.n_head, dropout_p))
+        q, k, v = qkv.split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        dropout_p = self.dropout if self.training else 0.0
-        if self.kernels == "ext":
-            # FlashAttention-style kernel with in-kernel dropout (csrc/causal_attention.cpp)
-            y = torch.ops.gpt_kernels.causal_attention(q, k, v, dropout_p=dropout_p)
-        elif self.attention == "sdpa":
+        if self.attention == "sdpa":
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         else:
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, T)

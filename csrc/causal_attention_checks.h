@@ -6,7 +6,9 @@
 #include "rng_state.h"
 
 #include <cstdint>
+#include <tuple>
 #include <utility>
+#include <vector>
 
 namespace gpt_kernels {
 
@@ -54,6 +56,61 @@ inline void check_backward_inputs(const at::Tensor& dout, const at::Tensor& q,
                   rng_state.numel() == 2,
               "causal_attention_backward: rng_state must be the int64[2] CPU tensor the "
               "forward returned");
+}
+
+// causal_attention_qkv: qkv (B, T, 3C) holds q, k, v side by side (as nn.Linear(C, 3C) makes
+// them), C = n_head * D.
+inline void check_qkv_inputs(const at::Tensor& qkv, int64_t n_head, double dropout_p, const char* op) {
+  TORCH_CHECK(qkv.dim() == 3, op, ": qkv must be 3-D (B, T, 3C) with q, k, v side by side; got shape ",
+              qkv.sizes());
+  TORCH_CHECK(n_head > 0, op, ": n_head must be positive, got ", n_head);
+  TORCH_CHECK(qkv.size(2) % (3 * n_head) == 0, op, ": the last dimension of qkv (", qkv.size(2),
+              ") must be 3 * n_head * D; n_head = ", n_head);
+  const int64_t D = qkv.size(2) / (3 * n_head);
+  TORCH_CHECK(D == 32 || D == 64 || D == 128, op, ": head dimension D = ", D,
+              " is not supported; supported: 32, 64, 128");
+  TORCH_CHECK(at::isFloatingType(qkv.scalar_type()), op, ": qkv must be floating point, got ",
+              qkv.scalar_type());
+  TORCH_CHECK(dropout_p >= 0.0 && dropout_p < 1.0, op, ": dropout_p must be in [0, 1), got ",
+              dropout_p);
+}
+
+inline void check_qkv_backward_inputs(const at::Tensor& dout, const at::Tensor& qkv,
+                                      const at::Tensor& out, const at::Tensor& lse,
+                                      const at::Tensor& rng_state, int64_t n_head,
+                                      double dropout_p) {
+  const char* op = "causal_attention_qkv_backward";
+  check_qkv_inputs(qkv, n_head, dropout_p, op);
+  const std::vector<int64_t> shape = {qkv.size(0), qkv.size(1), qkv.size(2) / 3};
+  TORCH_CHECK(dout.sizes() == shape && out.sizes() == shape, op,
+              ": grad_out and out must be (B, T, C) = ", shape, "; got grad_out ", dout.sizes(),
+              ", out ", out.sizes());
+  TORCH_CHECK(dout.scalar_type() == qkv.scalar_type() && out.scalar_type() == qkv.scalar_type(),
+              op, ": grad_out and out must have qkv's dtype ", qkv.scalar_type());
+  TORCH_CHECK(dout.device() == qkv.device() && out.device() == qkv.device() &&
+                  lse.device() == qkv.device(),
+              op, ": grad_out, out, lse must be on qkv's device ", qkv.device());
+  const auto lse_dtype = qkv.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  TORCH_CHECK(lse.scalar_type() == lse_dtype && lse.dim() == 3 && lse.size(0) == qkv.size(0) &&
+                  lse.size(1) == n_head && lse.size(2) == qkv.size(1),
+              op, ": lse must be (B, n_head, T) float32 (float64 for float64 qkv); got ",
+              lse.scalar_type(), " ", lse.sizes());
+  TORCH_CHECK(rng_state.device().is_cpu() && rng_state.scalar_type() == at::kLong &&
+                  rng_state.numel() == 2,
+              op, ": rng_state must be the int64[2] CPU tensor the forward returned");
+}
+
+// (B, T, C) -> its (B, H, T, D) view (no copy; t contiguous).
+inline at::Tensor heads_view(const at::Tensor& t, int64_t n_head) {
+  return t.view({t.size(0), t.size(1), n_head, t.size(2) / n_head}).permute({0, 2, 1, 3});
+}
+
+// (B, T, 3C) -> the (B, H, T, D) views of its q, k and v thirds (no copy; qkv contiguous).
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> qkv_heads(const at::Tensor& qkv,
+                                                                int64_t n_head) {
+  const auto parts = qkv.view({qkv.size(0), qkv.size(1), 3, n_head, qkv.size(2) / (3 * n_head)});
+  return {parts.select(2, 0).permute({0, 2, 1, 3}), parts.select(2, 1).permute({0, 2, 1, 3}),
+          parts.select(2, 2).permute({0, 2, 1, 3})};
 }
 
 // The kernels index (b, h, t) by strides and need the D elements of a row adjacent.

@@ -42,6 +42,14 @@ TORCH_LIBRARY(gpt_kernels, m) {
   m.def("causal_attention_forward(Tensor q, Tensor k, Tensor v, float dropout_p, float scale, int? seed=None) -> (Tensor out, Tensor lse, Tensor rng_state)",
         {at::Tag::nondeterministic_seeded});
   m.def("causal_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor rng_state, float dropout_p, float scale) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
+  // The same attention read from qkv (B, T, 3C) = [q | k | v] (nn.Linear(C, 3C)'s output) and
+  // written as (B, T, C): on the CPU with no transposing copies and no concatenated gradient.
+  // out = causal_attention(q, k, v) with q, k, v = qkv.split(C, 2) viewed as (B, H, T, D),
+  // transposed back to (B, T, C); the same mask for the same seed.
+  m.def("causal_attention_qkv(Tensor qkv, int n_head, float dropout_p=0.0, float? scale=None) -> Tensor");
+  m.def("causal_attention_qkv_forward(Tensor qkv, int n_head, float dropout_p, float scale, int? seed=None) -> (Tensor out, Tensor lse, Tensor rng_state)",
+        {at::Tag::nondeterministic_seeded});
+  m.def("causal_attention_qkv_backward(Tensor grad_out, Tensor qkv, Tensor out, Tensor lse, Tensor rng_state, int n_head, float dropout_p, float scale) -> Tensor grad_qkv");
   // Debug/test: the (B,H,T,T) bool keep-mask the kernels apply for rng_state (CPU).
   m.def("causal_attention_dropout_mask(int B, int H, int T, float dropout_p, Tensor rng_state) -> Tensor");
 

@@ -1,6 +1,7 @@
 """Python half of the fused causal attention op: autograd formula and fake (meta) kernels.
 
     out = torch.ops.gpt_kernels.causal_attention(q, k, v, dropout_p=0.1)   # (B, H, T, D)
+    y = torch.ops.gpt_kernels.causal_attention_qkv(qkv, n_head, 0.1)        # (B, T, 3C) -> (B, T, C)
 
 causal_attention (composite, csrc/causal_attention.cpp) calls causal_attention_forward, which
 returns (out, lse, rng_state): the per-row log-sum-exp (B, H, T) fp32 (fp64 for fp64
@@ -59,10 +60,49 @@ if hasattr(torch.library, "register_autocast"):
     torch.library.register_autocast(_lib + "causal_attention_forward", "cuda", torch.bfloat16)
 
 
+# causal_attention_qkv: qkv (B, T, 3C) in, (B, T, C) out; the same kernels and mask.
+
+@torch.library.register_fake(_lib + "causal_attention_qkv_forward")
+def _qkv_forward_fake(qkv, n_head, dropout_p, scale, seed=None):
+    B, T, C3 = qkv.shape
+    out = qkv.new_empty((B, T, C3 // 3))
+    lse = qkv.new_empty((B, n_head, T), dtype=torch.float64 if qkv.dtype == torch.float64 else torch.float32)
+    return out, lse, qkv.new_empty((2,), dtype=torch.int64, device="cpu")
+
+
+@torch.library.register_fake(_lib + "causal_attention_qkv_backward")
+def _qkv_backward_fake(grad_out, qkv, out, lse, rng_state, n_head, dropout_p, scale):
+    return qkv.new_empty(qkv.shape)
+
+
+def _qkv_setup_context(ctx, inputs, output):
+    qkv, n_head, dropout_p, scale, _seed = inputs
+    out, lse, rng_state = output
+    ctx.save_for_backward(qkv, out, lse, rng_state)
+    ctx.n_head, ctx.dropout_p, ctx.scale = n_head, dropout_p, scale
+    ctx.mark_non_differentiable(lse, rng_state)
+
+
+def _qkv_backward(ctx, grad_out, _grad_lse, _grad_rng_state):
+    qkv, out, lse, rng_state = ctx.saved_tensors
+    grad_qkv = torch.ops.gpt_kernels.causal_attention_qkv_backward(
+        grad_out, qkv, out, lse, rng_state, ctx.n_head, ctx.dropout_p, ctx.scale)
+    return grad_qkv, None, None, None, None
+
+
+torch.library.register_autograd(_lib + "causal_attention_qkv_forward", _qkv_backward,
+                                setup_context=_qkv_setup_context)
+
+if hasattr(torch.library, "register_autocast"):
+    torch.library.register_autocast(_lib + "causal_attention_qkv_forward", "cuda", torch.bfloat16)
+
+
 def _double_backward(ctx, *grads):
     raise NotImplementedError("gpt_kernels.causal_attention: double backward (gradients of "
                               "gradients) is not supported")
 
 
 torch.library.register_autograd(_lib + "causal_attention_backward", _double_backward,
+                                setup_context=lambda ctx, inputs, output: None)
+torch.library.register_autograd(_lib + "causal_attention_qkv_backward", _double_backward,
                                 setup_context=lambda ctx, inputs, output: None)

@@ -334,3 +334,79 @@ def test_bad_inputs_cuda():
     with pytest.raises(RuntimeError, match="on CUDA q, k, v must be bfloat16 or float16"):
         x = q.float()
         ops.causal_attention(x, x, x)
+
+
+# --- causal_attention_qkv: the same attention read from qkv (B, T, 3C), written as (B, T, C) ------
+
+def split_heads(qkv, n_head):
+    """The model's PyTorch-path layout: (B, H, T, D) views of q, k, v."""
+    B, T, C3 = qkv.shape
+    return [t.view(B, T, n_head, C3 // 3 // n_head).transpose(1, 2) for t in qkv.split(C3 // 3, dim=2)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("T,D,H", [(1, 32, 1), (37, 32, 2), (65, 64, 3), (130, 128, 2)])
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_qkv_op_equals_the_qkv_op_on_views(device, T, D, H, p):
+    """Same kernels, same mask, so the same numbers as causal_attention on (B, H, T, D) views,
+    forward (out, lse) and backward (the gradient of qkv), whatever the memory layout."""
+    dtype = default_dtype(device)
+    B, C = 2, H * D
+    qkv = torch.randn(B, T, 3 * C, generator=torch.Generator().manual_seed(T)).to(device, dtype).requires_grad_()
+    out, lse, rng_state = ops.causal_attention_qkv_forward(qkv, H, p, D ** -0.5, 5)
+    assert out.shape == (B, T, C) and out.is_contiguous() and lse.shape == (B, H, T)
+    ref_out, ref_lse, _ = ops.causal_attention_forward(*split_heads(qkv, H), p, D ** -0.5, 5)
+    torch.testing.assert_close(out, ref_out.transpose(1, 2).reshape(B, T, C), rtol=0, atol=0)
+    torch.testing.assert_close(lse, ref_lse, rtol=0, atol=0)
+    grad = torch.randn(B, T, C, device=device, dtype=dtype)
+    (g,) = torch.autograd.grad(out, qkv, grad)
+    (g_ref,) = torch.autograd.grad(ref_out.transpose(1, 2).reshape(B, T, C), qkv, grad)
+    assert g.shape == qkv.shape
+    exact_or_close(g, g_ref, device)  # CUDA sums dq with atomics: last bits may differ
+
+
+def test_qkv_op_matches_float64_reference_and_gradcheck():
+    B, T, H, D = 2, 19, 2, 32
+    qkv = torch.randn(B, T, 3 * H * D, dtype=torch.float64, requires_grad=True)
+    out = ops.causal_attention_qkv(qkv, H)
+    q, k, v = split_heads(qkv, H)
+    expected = reference(q, k, v).transpose(1, 2).reshape(B, T, H * D)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda x: ops.causal_attention_qkv_forward(x, H, 0.3, 0.2, 3)[0],
+                                    (torch.randn(1, 9, 3 * H * D, dtype=torch.float64, requires_grad=True),))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_qkv_op_opcheck_and_compile(device):
+    dtype = default_dtype(device)
+    qkv = torch.randn(2, 33, 3 * 64, device=device, dtype=dtype, requires_grad=True)
+    torch.library.opcheck(ops.causal_attention_qkv.default, (qkv, 2), {"dropout_p": 0.0, "scale": None})
+    torch.library.opcheck(ops.causal_attention_qkv_forward, (qkv, 2, 0.3, 0.2, 11))
+    x = qkv.detach()
+    out, lse, rng_state = ops.causal_attention_qkv_forward(x, 2, 0.3, 0.2, 11)
+    torch.library.opcheck(ops.causal_attention_qkv_backward,
+                          (torch.randn_like(out), x, out, lse, rng_state, 2, 0.3, 0.2))
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda t: ops.causal_attention_qkv(t, 2, 0.0) * 2, fullgraph=True)
+    a, b = compiled(qkv), ops.causal_attention_qkv(qkv, 2, 0.0) * 2
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(torch.autograd.grad(a.sum(), qkv)[0], torch.autograd.grad(b.sum(), qkv)[0])
+
+
+def test_qkv_op_bad_inputs_raise_clear_errors():
+    with pytest.raises(RuntimeError, match=r"qkv must be 3-D \(B, T, 3C\)"):
+        ops.causal_attention_qkv(torch.randn(2, 3, 4, 96), 1)
+    with pytest.raises(RuntimeError, match="must be 3 \\* n_head \\* D"):
+        ops.causal_attention_qkv(torch.randn(2, 3, 100), 2)
+    with pytest.raises(RuntimeError, match="head dimension D = 48 is not supported"):
+        ops.causal_attention_qkv(torch.randn(2, 3, 3 * 96), 2)
+    with pytest.raises(RuntimeError, match="n_head must be positive"):
+        ops.causal_attention_qkv(torch.randn(2, 3, 96), 0)
+    with pytest.raises(RuntimeError, match=r"dropout_p must be in \[0, 1\)"):
+        ops.causal_attention_qkv(torch.randn(2, 3, 96), 1, 1.0)
+    qkv = torch.randn(2, 5, 96)
+    out, lse, rng_state = ops.causal_attention_qkv_forward(qkv, 1, 0.0, 0.2)
+    with pytest.raises(RuntimeError, match=r"grad_out and out must be \(B, T, C\)"):
+        ops.causal_attention_qkv_backward(torch.randn(2, 5, 31), qkv, out, lse, rng_state, 1, 0.0, 0.2)
+    with pytest.raises(RuntimeError, match=r"lse must be \(B, n_head, T\)"):
+        ops.causal_attention_qkv_backward(out, qkv, out, lse[:, :, :4], rng_state, 1, 0.0, 0.2)

@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <vector>
 
 #include "../causal_attention_checks.h"
 #include "../philox_dropout.h"
@@ -142,11 +143,43 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_attention_backward_cuda_op
   return {dq, dk, dv};
 }
 
+// causal_attention_qkv on CUDA: the same kernels on (B, H, T, D) views of qkv (strided reads,
+// no copy), then the copies the CPU path avoids: out transposed to (B, T, C), and dq, dk, dv
+// concatenated into the (B, T, 3C) gradient. (Writing them in place needs output strides in
+// the kernels: left for a session with a GPU to measure it.)
+std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_attention_qkv_forward_cuda_op(
+    const at::Tensor& qkv_in, int64_t n_head, double dropout_p, double scale,
+    std::optional<int64_t> seed_arg) {
+  check_qkv_inputs(qkv_in, n_head, dropout_p, "causal_attention_qkv_forward");
+  const at::Tensor qkv = qkv_in.contiguous();
+  const auto [q, k, v] = qkv_heads(qkv, n_head);
+  auto [out, lse, rng_state] = causal_attention_forward_cuda_op(q, k, v, dropout_p, scale, seed_arg);
+  auto out_btc = out.transpose(1, 2).reshape({qkv.size(0), qkv.size(1), qkv.size(2) / 3});
+  return {out_btc, lse, rng_state};
+}
+
+at::Tensor causal_attention_qkv_backward_cuda_op(const at::Tensor& dout_in, const at::Tensor& qkv_in,
+                                                 const at::Tensor& out_in, const at::Tensor& lse,
+                                                 const at::Tensor& rng_state, int64_t n_head,
+                                                 double dropout_p, double scale) {
+  check_qkv_backward_inputs(dout_in, qkv_in, out_in, lse, rng_state, n_head, dropout_p);
+  const at::Tensor qkv = qkv_in.contiguous();
+  const auto [q, k, v] = qkv_heads(qkv, n_head);
+  auto [dq, dk, dv] = causal_attention_backward_cuda_op(
+      heads_view(dout_in.contiguous(), n_head), q, k, v, heads_view(out_in.contiguous(), n_head),
+      lse, rng_state, dropout_p, scale);
+  const std::vector<int64_t> shape = {qkv.size(0), qkv.size(1), qkv.size(2) / 3};
+  return at::cat({dq.transpose(1, 2).reshape(shape), dk.transpose(1, 2).reshape(shape),
+                  dv.transpose(1, 2).reshape(shape)}, 2);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(gpt_kernels, CUDA, m) {
   m.impl("causal_attention_forward", &causal_attention_forward_cuda_op);
   m.impl("causal_attention_backward", &causal_attention_backward_cuda_op);
+  m.impl("causal_attention_qkv_forward", &causal_attention_qkv_forward_cuda_op);
+  m.impl("causal_attention_qkv_backward", &causal_attention_qkv_backward_cuda_op);
 }
 
 }  // namespace gpt_kernels
