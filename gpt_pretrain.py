@@ -548,6 +548,9 @@ def main(argv=None):
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
         args.dtype or ("bfloat16" if device.type == "cuda" else "float32")]
+    if config.kernels == "ext" and device.type == "cuda" and dtype == torch.float32:
+        raise UsageError("--kernels ext on CUDA computes attention in bfloat16 or float16: use "
+                         "--dtype bfloat16 (the default) or float16, or --kernels torch for float32.")
     autocast = torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda" and dtype != torch.float32)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and dtype == torch.float16)
     # DDP averages the gradients over ranks during backward; the buffers (the causal mask)

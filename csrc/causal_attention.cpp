@@ -287,7 +287,7 @@ void forward_cpu(const T* q, const T* k, const T* v, T* out, RowStrides os, T* l
   });
 }
 
-// grad_out, out, dq, dk, dv (B,H,T,D) with d stride 1 and the row strides given; dq zeroed.
+// grad_out, out, dq, dk, dv (B,H,T,D) with d stride 1 and the row strides given.
 // Key tiles of BC columns; the query rows of a key tile are taken as one strip i = j0 .. T-1
 // (FlashAttention-2's backward with BR = T - j0: the same formulas, but each of the 5 products
 // is one gemm over the strip, which runs sgemm at a better rate than many 64 x 64 x 64 ones).
@@ -352,7 +352,10 @@ void backward_cpu(const T* dout, RowStrides gs, const T* q, const T* k, const T*
         // P now holds P o Z, dP holds dS; each key row of dk, dv is written once (beta = 0).
         mm_tn<T>(nc, d.D, nr, T(1), P, BC, dOs, ot, T(0), dV + j0 * dvs.t, dvs.t);
         mm_tn<T>(nc, d.D, nr, scale, dP, BC, Qs, d.qt, T(0), dK + j0 * dks.t, dks.t);
-        mm_nn<T>(nr, d.D, nc, scale, dP, BC, K + j0 * d.kt, d.kt, T(1), dQ + j0 * dqs.t, dqs.t);
+        // dq accumulates over key tiles; the first (j0 = 0) covers every query row, so it
+        // writes (beta = 0) and dq needs no zeroing beforehand
+        mm_nn<T>(nr, d.D, nc, scale, dP, BC, K + j0 * d.kt, d.kt, j0 == 0 ? T(0) : T(1),
+                 dQ + j0 * dqs.t, dqs.t);
       }
     }
   });
@@ -388,14 +391,13 @@ std::tuple<at::Tensor, at::Tensor> run_forward(const at::Tensor& q, const at::Te
   return {lse, rng_state};
 }
 
-// Runs the backward into dq (zeroed here), dk, dv: (B,H,T,D) with adjacent D elements.
+// Runs the backward into dq, dk, dv: (B,H,T,D) with adjacent D elements (contents ignored).
 void run_backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
                   const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                   const at::Tensor& rng_state, const at::Tensor& dq, const at::Tensor& dk,
                   const at::Tensor& dv, double dropout_p, double scale) {
   const Dims d = dims_of(q, k, v);
   if (d.T == 0 || d.B * d.H == 0) return;
-  dq.zero_();
   const auto [seed, offset] = read_rng_state(rng_state, "causal_attention");
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "causal_attention_backward_cpu", [&] {
     const auto run = dropout_p > 0 ? backward_cpu<scalar_t, true> : backward_cpu<scalar_t, false>;

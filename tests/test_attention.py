@@ -410,3 +410,19 @@ def test_qkv_op_bad_inputs_raise_clear_errors():
         ops.causal_attention_qkv_backward(torch.randn(2, 5, 31), qkv, out, lse, rng_state, 1, 0.0, 0.2)
     with pytest.raises(RuntimeError, match=r"lse must be \(B, n_head, T\)"):
         ops.causal_attention_qkv_backward(out, qkv, out, lse[:, :, :4], rng_state, 1, 0.0, 0.2)
+
+
+def test_backward_writes_every_element_of_dq():
+    """dq is not zeroed first: the first key tile covers every query row and writes it (beta = 0).
+    Freed NaN-filled blocks of the same size make a missed element show up as NaN (when the
+    allocator hands them back)."""
+    B, T, H, D = 2, 100, 2, 32
+    qkv = torch.randn(B, T, 3 * H * D)
+    out, lse, rng_state = ops.causal_attention_qkv_forward(qkv, H, 0.0, D ** -0.5, 1)
+    grad = torch.randn(B, T, H * D)
+    expected = ops.causal_attention_qkv_backward(grad, qkv, out, lse, rng_state, H, 0.0, D ** -0.5)
+    for _ in range(10):
+        junk = [torch.full_like(qkv, math.nan) for _ in range(4)]
+        del junk
+        again = ops.causal_attention_qkv_backward(grad, qkv, out, lse, rng_state, H, 0.0, D ** -0.5)
+        assert torch.equal(again, expected)
