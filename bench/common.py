@@ -27,6 +27,16 @@ def pick_device(requested=None):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def have_extension():
+    """Whether gpt_kernels (built by pip install -e .) imports; says so when it does not."""
+    try:
+        import gpt_kernels  # noqa: F401
+        return True
+    except ImportError as e:
+        print(f"the extension is not built ({e}; pip install -e .): timing PyTorch only")
+        return False
+
+
 def device_name(device):
     """A human name for the device: the GPU's, or the CPU model with the thread count."""
     device = torch.device(device)

@@ -42,12 +42,7 @@ def main():
     parser.add_argument("--reps", type=int, default=None, help="timed rounds (default 30 CPU, 100 GPU)")
     args = parser.parse_args()
     device = common.pick_device(args.device)
-    try:
-        import gpt_kernels  # noqa: F401
-        have_ext = True
-    except ImportError as e:
-        print(f"the extension is not built ({e}; pip install -e .): timing PyTorch only")
-        have_ext = False
+    have_ext = common.have_extension()
     cases = [((32, 256, 384), torch.float32, torch.float32)]
     if device.type == "cuda":
         cases += [((16, 1024, 768), torch.bfloat16, torch.float32), ((16, 1024, 768), torch.float32, torch.float32)]

@@ -53,12 +53,7 @@ def main():
     parser.add_argument("--reps", type=int, default=None, help="timed rounds (default 20 CPU, 100 GPU)")
     args = parser.parse_args()
     device = common.pick_device(args.device)
-    try:
-        import gpt_kernels  # noqa: F401
-        have_ext = True
-    except ImportError as e:
-        print(f"the extension is not built ({e}; pip install -e .): timing PyTorch only")
-        have_ext = False
+    have_ext = common.have_extension()
     cases = [(32 * 256, 384, 1536, torch.float32)]  # rows, embed, hidden, dtype
     if device.type == "cuda":
         cases += [(16 * 1024, 768, 3072, torch.bfloat16)]

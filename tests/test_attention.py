@@ -404,6 +404,10 @@ def test_qkv_op_bad_inputs_raise_clear_errors():
         ops.causal_attention_qkv(torch.randn(2, 3, 96), 0)
     with pytest.raises(RuntimeError, match=r"dropout_p must be in \[0, 1\)"):
         ops.causal_attention_qkv(torch.randn(2, 3, 96), 1, 1.0)
+    with pytest.raises(RuntimeError, match="qkv must be floating point"):
+        ops.causal_attention_qkv(torch.ones(2, 3, 96, dtype=torch.int64), 1)
+    with pytest.raises(RuntimeError, match="on the CPU q, k, v must be float32 or float64"):
+        ops.causal_attention_qkv(torch.randn(2, 3, 96, dtype=torch.bfloat16), 1)
     qkv = torch.randn(2, 5, 96)
     out, lse, rng_state = ops.causal_attention_qkv_forward(qkv, 1, 0.0, 0.2)
     with pytest.raises(RuntimeError, match=r"grad_out and out must be \(B, T, C\)"):

@@ -23,6 +23,7 @@
 #include <type_traits>
 
 #include "../gelu_math.h"
+#include "acc_types.cuh"
 #include "bias_gelu_cuda.h"
 
 namespace gpt_kernels {
@@ -31,21 +32,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kRowBlock = kBiasGeluCudaRowBlock;
 constexpr int kReduceCols = 32, kReduceGroups = kThreads / kReduceCols;
-
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
-
-__device__ __forceinline__ float to_acc(float v) { return v; }
-__device__ __forceinline__ double to_acc(double v) { return v; }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
-
-template <typename T, typename A>
-__device__ __forceinline__ T from_acc(A v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16(v);
-  else if constexpr (std::is_same_v<T, __half>) return __float2half(v);
-  else return static_cast<T>(v);
-}
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)

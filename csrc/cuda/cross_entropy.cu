@@ -39,27 +39,12 @@
 
 #include <cstdint>
 
+#include "acc_types.cuh"
 #include "cross_entropy_kernels.h"
 
 namespace gpt_kernels {
 namespace cuda {
 namespace {
-
-template <typename T> struct AccOf { using type = float; };
-template <> struct AccOf<double> { using type = double; };
-
-__device__ __forceinline__ float to_acc(float v) { return v; }
-__device__ __forceinline__ double to_acc(double v) { return v; }
-__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T> __device__ __forceinline__ T from_acc(typename AccOf<T>::type v);
-template <> __device__ __forceinline__ float from_acc<float>(float v) { return v; }
-template <> __device__ __forceinline__ double from_acc<double>(double v) { return v; }
-template <> __device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 // exp(v) as 2^(v * log2 e): one FMUL and one MUFU.EX2 for fp32; exp2(-inf) = 0.
 __device__ __forceinline__ float exp_(float v) { return exp2f(v * 1.4426950408889634f); }
@@ -160,9 +145,9 @@ __global__ void ce_count_kernel(const int64_t* __restrict__ targets, int64_t N, 
 template <typename T, int BLOCK>
 __global__ void __launch_bounds__(BLOCK, 1024 / BLOCK)
 ce_forward_kernel(const T* logits, T* grad, const int64_t* __restrict__ targets,
-                  typename AccOf<T>::type* __restrict__ row_loss, const int* __restrict__ counts,
+                  typename Acc<T>::type* __restrict__ row_loss, const int* __restrict__ counts,
                   int64_t N, int64_t V, int64_t ignore_index, int reduction) {
-  using A = typename AccOf<T>::type;
+  using A = typename Acc<T>::type;
   using V16 = Vec16<T>;
   constexpr int n = V16::n;
   constexpr int U = sizeof(T) == 4 ? 4 : 2;  // 16-byte loads in flight per thread (<= 64 regs)
@@ -265,7 +250,7 @@ ce_forward_kernel(const T* logits, T* grad, const int64_t* __restrict__ targets,
 // One block sums the per-row losses (fixed order: deterministic) and totals the counts.
 template <typename T>
 __global__ void __launch_bounds__(1024)
-ce_finalize_kernel(const typename AccOf<T>::type* __restrict__ row_loss, T* __restrict__ out,
+ce_finalize_kernel(const typename Acc<T>::type* __restrict__ row_loss, T* __restrict__ out,
                    int* __restrict__ counts, int64_t N, int reduction) {
   __shared__ double sh[32];
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -281,17 +266,17 @@ ce_finalize_kernel(const typename AccOf<T>::type* __restrict__ row_loss, T* __re
     for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
     if (lane == 0) {
       if (reduction == 1) s /= (double)sum_counts(counts, 0);  // 0/0 = nan when all ignored
-      out[0] = from_acc<T>(static_cast<typename AccOf<T>::type>(s));
+      out[0] = from_acc<T>(static_cast<typename Acc<T>::type>(s));
     }
   }
 }
 
 template <typename T, int BLOCK>
 __global__ void __launch_bounds__(BLOCK)
-ce_scale_kernel(T* __restrict__ grad, const typename AccOf<T>::type* __restrict__ scales,
+ce_scale_kernel(T* __restrict__ grad, const typename Acc<T>::type* __restrict__ scales,
                 bool per_row, const int64_t* __restrict__ targets, int64_t N, int64_t V,
                 int64_t ignore_index) {
-  using A = typename AccOf<T>::type;
+  using A = typename Acc<T>::type;
   using V16 = Vec16<T>;
   constexpr int n = V16::n;
   if (!per_row && scales[0] == A(1)) return;  // the usual loss.backward(): nothing to do
@@ -318,7 +303,7 @@ constexpr int64_t kMaxGrid = 2147483647;
 
 template <typename T>
 cudaError_t forward_typed(const CeForwardArgs& a, cudaStream_t stream) {
-  using A = typename AccOf<T>::type;
+  using A = typename Acc<T>::type;
   const T* x = static_cast<const T*>(a.logits);
   T* g = static_cast<T*>(a.grad);
   A* row_loss = static_cast<A*>(a.row_loss);
@@ -342,7 +327,7 @@ cudaError_t forward_typed(const CeForwardArgs& a, cudaStream_t stream) {
 template <typename T>
 cudaError_t scale_typed(void* grad, const void* scales, bool per_row, const int64_t* targets,
                         int64_t N, int64_t V, int64_t ignore_index, cudaStream_t stream) {
-  using A = typename AccOf<T>::type;
+  using A = typename Acc<T>::type;
   if (N == 0) return cudaSuccess;  // a grid of 0 blocks is a launch error
   const unsigned grid = static_cast<unsigned>(N < 65536 ? N : 65536);  // rows loop inside
   ce_scale_kernel<T, 256><<<grid, 256, 0, stream>>>(static_cast<T*>(grad),

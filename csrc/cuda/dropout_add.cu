@@ -17,27 +17,13 @@
 #include <type_traits>
 
 #include "../philox_dropout.h"
+#include "acc_types.cuh"
 #include "dropout_add_cuda.h"
 
 namespace gpt_kernels {
 namespace {
 
 constexpr int kThreads = 256;
-
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
-
-__device__ __forceinline__ float to_acc(float v) { return v; }
-__device__ __forceinline__ double to_acc(double v) { return v; }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
-
-template <typename T, typename A>
-__device__ __forceinline__ T from_acc(A v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16(v);
-  else if constexpr (std::is_same_v<T, __half>) return __float2half(v);
-  else return static_cast<T>(v);
-}
 
 // The 8 elements of a group as 16-byte words (8 * sizeof(T) is a multiple of 16 for T >= 2 bytes).
 template <typename T>
