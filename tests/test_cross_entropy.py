@@ -304,6 +304,10 @@ def test_opcheck(device):
         torch.library.opcheck(torch.ops.gpt_kernels.cross_entropy_fwd_inplace, (x.clone(), t, -100, reduction))
         up = torch.rand(9 if reduction == "none" else (), device=device)
         torch.library.opcheck(torch.ops.gpt_kernels.cross_entropy_scale_grad_, (x.clone(), up, t, -100, reduction))
+        for dtype in (torch.float32, torch.bfloat16):  # the 16-bit backward (any dtype works)
+            xd = x.to(dtype)
+            torch.library.opcheck(torch.ops.gpt_kernels.cross_entropy_regrad_,
+                                  (torch.zeros_like(xd), xd, up, t, -100, reduction))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -497,6 +501,21 @@ def test_bad_input_raises(device, case, match):
     if x.is_floating_point():
         with pytest.raises(RuntimeError, match=match):
             gpt_kernels.cross_entropy_inplace(x.clone().requires_grad_() * 1, t, -100, reduction)
+
+
+def test_backward_ops_reject_bad_arguments():
+    x = torch.randn(4, 10, dtype=torch.bfloat16)
+    t = torch.randint(0, 10, (4,))
+    up = torch.tensor(2.0)
+    regrad = torch.ops.gpt_kernels.cross_entropy_regrad_
+    with pytest.raises(RuntimeError, match="grad must have the logits' shape and dtype"):
+        regrad(torch.zeros(4, 9, dtype=torch.bfloat16), x, up, t, -100, "mean")
+    with pytest.raises(RuntimeError, match="grad must have the logits' shape and dtype"):
+        regrad(torch.zeros(4, 10), x, up, t, -100, "mean")
+    with pytest.raises(RuntimeError, match="the upstream gradient has 1 elements, expected 4"):
+        regrad(torch.zeros_like(x), x, up, t, -100, "none")
+    with pytest.raises(RuntimeError, match=r"target 10 at row 1 is outside \[0, 10\)"):
+        regrad(torch.zeros_like(x), x, up, torch.tensor([0, 10, 1, 2]), -100, "sum")
 
 
 def test_bad_input_different_devices():
