@@ -141,6 +141,8 @@ def test_16bit_gradients_are_as_accurate_as_torch_under_any_upstream_factor(devi
             loss, grad = ours(x, t, reduction=reduction, upstream=up)
             xt = x.detach().clone().requires_grad_()
             torch_loss = F.cross_entropy(xt, t, reduction=reduction)
+            # F.cross_entropy's loss is 16-bit here: 65536 in float16 is inf, so its error
+            # is infinite in that case and only the ulp bound below constrains ours
             torch_loss.backward(up.to(torch_loss.dtype))
             err = relative_error_16bit(grad, ref, dtype)
             torch_err = relative_error_16bit(xt.grad, ref, dtype)
@@ -148,7 +150,10 @@ def test_16bit_gradients_are_as_accurate_as_torch_under_any_upstream_factor(devi
             assert loss.dtype == torch.float32, where
             assert err <= 0.55 * eps, f"{where}: error {err:.3g} ulp-relative, above 0.55 eps ({eps:.3g})"
             assert err <= 1.25 * torch_err, f"{where}: error {err:.3g} vs F.cross_entropy's {torch_err:.3g}"
-            lost = (grad.cpu() == 0) & (ref.to(dtype) != 0)
+            # lost: 0 where the exact value is clearly above half the smallest subnormal (the
+            # kernel's fp32 error may round values at that boundary either way)
+            boundary = torch.finfo(dtype).smallest_normal * eps / 2  # half the smallest subnormal
+            lost = (grad.cpu() == 0) & (ref.abs() > boundary * 1.001)
             assert not lost.any(), f"{where}: {lost.sum().item()} gradients flushed to 0"
 
 
@@ -553,12 +558,13 @@ def test_cuda_64bit_offsets():
 
 # ---------------------------------------------------------------------------------------------
 # Training check: 50 steps with --kernels ext follow --kernels torch: to 1e-4 on the CPU (fp32
-# throughout); on CUDA under bf16 autocast, where both paths round to bf16 in different places
-# (fused kernels vs separate ops), to 2e-2 of a loss near 5.5, about 3 bf16 ulps
+# throughout); on CUDA under bf16 autocast, where the two paths round activations to bf16 in
+# different places (fused kernels vs separate ops), to 5e-2 of a loss near 5.5 (an allowance,
+# not yet measured on a GPU)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("device,tolerance", [("cpu", 1e-4),
-                                              pytest.param("cuda", 2e-2, marks=cuda_only)])
+                                              pytest.param("cuda", 5e-2, marks=cuda_only)])
 def test_training_with_ext_kernels_follows_torch(tmp_path, device, tolerance):
     import numpy as np
     data = tmp_path / "tokens.bin"
