@@ -189,6 +189,18 @@ def markdown_table(rows, columns):
     return "\n".join(lines)
 
 
+def add_tag_argument(parser):
+    """--tag: a run with other flags than the defaults (a subset of providers, one shape) writes
+    its own results file instead of replacing the full table (bench/run_all.sh uses it)."""
+    parser.add_argument("--tag", type=lambda s: s if re.fullmatch(r"[A-Za-z0-9_.-]+", s) else
+                        parser.error(f"--tag {s!r}: letters, digits, '.', '_' and '-' only"),
+                        help="appended to the results' file name: <bench>_<tag>_<device>.md")
+
+
+def tagged(name, tag):
+    return f"{name}_{tag}" if tag else name
+
+
 def write_results(name, device, rows, columns, limits, notes=""):
     """Print the table and write bench/results/<name>_<device>.json and .md."""
     env = environment(device)
