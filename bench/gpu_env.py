@@ -1,6 +1,6 @@
 """Stage 1 of bench/run_all.sh: what this GPU machine has, and whether the run can go on.
 
-    python bench/gpu_env.py [--env-out FILE]
+    python bench/gpu_env.py [--env-out FILE] [--device cpu]
 
 Prints the versions (python, torch, torch.version.cuda, nvcc, the C++ compiler, ninja, the GPU
 from torch and nvidia-smi, compute-sanitizer, ncu, cuobjdump), then checks what building the
@@ -13,6 +13,9 @@ half of the ops (torch.library.register_fake: 2.4). Then it builds bench/smoke/s
 for this GPU and runs it plain (does nvcc's output run here?) and under compute-sanitizer: a
 clean run (does the tool take the device? on gVisor it refuses it), a planted out-of-bounds
 write (memcheck) and a planted shared-memory race (racecheck), each of which must be reported.
+
+--device cpu is run_all.sh's self-check on a machine without a GPU: the versions and the build
+checks for a CPU-only build, no GPU required, no probe.
 
 Exit status 0: go on. 3: stop, after one line starting "STOP:" that says why and what to do.
 --env-out writes the findings as shell assignments for run_all.sh to source: GPU_ARCH (e.g.
@@ -94,6 +97,8 @@ def first_line(text, pattern=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-out", help="write the findings here as shell assignments")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                        help="cpu: check for a CPU-only build (run_all.sh's self-check)")
     args = parser.parse_args()
     env = {"GPU_ARCH": "", "SANITIZER": "", "SANITIZER_OPTS": "", "SANITIZER_NOTE": "", "RACECHECK": "0",
            "NCU": "", "CUOBJDUMP": "", "CUDA_HOME": ""}
@@ -112,7 +117,8 @@ def main():
             for why, todo in stops[1:]:
                 print(f"  also: {why}. {todo}")
             sys.exit(3)
-        print("\nready: build for sm_" + env["GPU_ARCH"].replace(".", ""), flush=True)
+        print("\nready: " + ("a CPU-only build (self-check)" if args.device == "cpu" else
+                             "build for sm_" + env["GPU_ARCH"].replace(".", "")), flush=True)
         sys.exit(0)
 
     show("python", f"{platform.python_version()} ({sys.executable})")
@@ -129,7 +135,9 @@ def main():
     rc, smi = run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm",
                    "--format=csv,noheader"], timeout=30)
     show("nvidia-smi", smi if rc == 0 else f"not usable ({first_line(smi)})")
-    if torch.version.cuda is None:
+    if args.device == "cpu":
+        pass  # the self-check needs no GPU
+    elif torch.version.cuda is None:
         stops.append((f"no CUDA GPU visible: torch {torch.__version__} is a CPU-only build",
                       "Use a CUDA build of torch (PYTHON=... to pick another python)"))
     elif not cuda_ok or torch.cuda.device_count() == 0:
@@ -159,8 +167,9 @@ def main():
         show("nvcc", f"{m.group(0) if m else first_line(out)} ({nvcc})")
     else:
         show("nvcc", "not found")
-        stops.append(("no CUDA toolkit (nvcc) found", "Set CUDA_HOME to the toolkit folder"))
-    if nvcc_version and torch.version.cuda:
+        if args.device == "cuda":
+            stops.append(("no CUDA toolkit (nvcc) found", "Set CUDA_HOME to the toolkit folder"))
+    if nvcc_version and torch.version.cuda and args.device == "cuda":
         torch_major = int(torch.version.cuda.split(".")[0])
         if nvcc_version[0] != torch_major:
             stops.append((f"nvcc is CUDA {nvcc_version[0]}.{nvcc_version[1]} but torch was built with CUDA "
@@ -184,6 +193,8 @@ def main():
     if not os.path.exists(python_h):
         stops.append(("Python.h is missing, so no extension can be built for this python",
                       "Install the python development headers (python3-dev), or use another python"))
+    if cuda_home:  # torch's cpp_extension looks for the toolkit at import, warning when it guesses
+        os.environ.setdefault("CUDA_HOME", cuda_home)
     from torch.utils.cpp_extension import is_ninja_available
     ninja = is_ninja_available()
     show("ninja", shutil.which("ninja") or ("importable" if ninja else "not found"))
@@ -206,7 +217,7 @@ def main():
             show(name, "not found")
 
     if stops or not env["GPU_ARCH"]:
-        env["SANITIZER_NOTE"] = "not checked (stopped before)"
+        env["SANITIZER_NOTE"] = "not checked (CPU self-check)" if args.device == "cpu" else "not checked (stopped before)"
         finish()
 
     # The probe: does nvcc's output run on this GPU, and do memcheck and racecheck work here?
