@@ -81,7 +81,7 @@ for op in $OPS; do
   add "memcheck_$op" 45 120 checks "stage_sanitizer memcheck $op"
   add "racecheck_$op" 45 120 checks "stage_sanitizer racecheck $op"
 done
-add cuda_tests 90 150 checks 'stage_cuda_tests'
+add cuda_tests 120 180 checks 'stage_cuda_tests'
 add bench_loss 20 60 "" '"$PY" bench/loss_bench.py --device $DEVICE --quick --providers torch,ours,ours-inplace --tag eager'
 add bench_attn 25 60 "" '"$PY" bench/attn_bench.py --device $DEVICE --shapes 32x6x256x64 --tag default'
 add bench_train 35 90 "" '"$PY" bench/train_bench.py --device $DEVICE --shapes default --variants torch ext --tag eager'
@@ -121,7 +121,9 @@ stage_cuda_tests() {
   local extra=()
   # a hung kernel ends the run with every thread's stack instead of eating the stage's cap
   if "$PY" -c "import pytest_timeout" 2>/dev/null; then extra=(--timeout=90 --timeout-method=thread); fi
-  CUDA_LAUNCH_BLOCKING=1 "$PY" -m pytest -m cuda -q -rs -x --maxfail=25 tests/ "${extra[@]}"
+  # RUN_ALL_PYTEST_ARGS: more options (e.g. "-n 4" where pytest-xdist is installed), never a selection
+  # shellcheck disable=SC2086
+  CUDA_LAUNCH_BLOCKING=1 "$PY" -m pytest -m cuda -q -rs -x --maxfail=25 tests/ "${extra[@]}" ${RUN_ALL_PYTEST_ARGS:-}
 }
 export -f stage_build stage_sanitizer stage_cuda_tests
 

@@ -96,7 +96,7 @@ def compare(name, ours, ref, rtol, atol):
     bad_nan = (~ours.isfinite() & ~special).sum().item()
     diff = (ours - ref).abs().masked_fill(special, 0.0)
     bound = atol + rtol * ref.abs().masked_fill(~ref.isfinite(), 0.0)
-    ratio = (diff / bound).masked_fill(special, 0.0)
+    ratio = torch.where(diff == 0, 0.0, diff / bound).masked_fill(special, 0.0)  # exact: 0 even at tol 0
     worst = ratio.max().item() if ratio.numel() else 0.0
     max_abs = diff.max().item() if diff.numel() else 0.0
     if bad_nan:
