@@ -203,8 +203,11 @@ def main():
                       "Put the ninja of this python on PATH (bench/run_all.sh adds the python's bin folder)"))
 
     so = glob.glob(os.path.join(ROOT, "gpt_kernels", "_C*.so"))
-    if so:
-        show("gpt_kernels/_C.so", "present; rebuilt by the build stage against this torch")
+    if so:  # e.g. carried from another machine: built against another torch, it does not load here
+        rc, out = run([sys.executable, "-c", "import gpt_kernels"], timeout=60)
+        show("gpt_kernels/_C.so", "present and imports" if rc == 0 else
+             f"present but does not import ({first_line(out, 'error|undefined')[-120:]}): "
+             "built against another torch; the build stage rebuilds it")
 
     env["NCU"] = find_tool("ncu", cuda_home) or ""
     env["CUOBJDUMP"] = find_tool("cuobjdump", cuda_home) or ""
