@@ -75,7 +75,7 @@ add() { NAMES+=("$1"); EXPECT+=("$2"); CAP+=("$3"); GROUP+=("$4"); CMD+=("$5"); 
 add versions 15 60 "" '"$PY" bench/gpu_env.py --device "$DEVICE" --env-out "$LOGS/gpu_env.sh"'
 add build 90 240 "" 'stage_build'
 for op in $OPS; do
-  add "smoke_$op" 20 90 smoke "CUDA_LAUNCH_BLOCKING=1 \"\$PY\" bench/smoke/$op.py --device \$DEVICE"
+  add "smoke_$op" 20 60 smoke "CUDA_LAUNCH_BLOCKING=1 \"\$PY\" bench/smoke/$op.py --device \$DEVICE"
 done
 for op in $OPS; do
   add "memcheck_$op" 45 120 checks "stage_sanitizer memcheck $op"
@@ -139,6 +139,15 @@ if [ "$MODE" = rerun ] && [ ${#PREV_OUTCOME[@]} -eq 0 ]; then
        "last results.tar.gz into the repo first, or name the stages: --only a,b)" >&2
   exit 2
 fi
+matches() {  # matches NAME PATTERN: a stage's own name matches only itself (bench_train is not
+  # bench_train_compile); any other pattern is a prefix (smoke: every smoke_*) or a glob (*_gelu)
+  local name=$1 pat=$2 n
+  for n in "${NAMES[@]}"; do
+    if [ "$n" = "$pat" ]; then [ "$name" = "$pat" ]; return; fi
+  done
+  # shellcheck disable=SC2053  # the pattern is a glob on purpose
+  [[ $name == $pat || $name == "${pat}"_* ]]
+}
 selected() {  # selected NAME: whether this call runs stage NAME
   local name=$1 pat
   case $name in versions|build) return 0 ;; esac
@@ -148,8 +157,7 @@ selected() {  # selected NAME: whether this call runs stage NAME
     only)
       IFS=, read -ra pats <<< "$ONLY"
       for pat in "${pats[@]}"; do
-        # shellcheck disable=SC2053  # a pattern may be a glob (bench_*)
-        if [[ $name == $pat || $name == "${pat}"_* ]]; then return 0; fi
+        if matches "$name" "$pat"; then return 0; fi
       done
       return 1 ;;
   esac
@@ -159,8 +167,7 @@ if [ "$MODE" = only ]; then  # a name that matches no stage is a typo: say so ra
   for pat in "${pats[@]}"; do
     hit=0
     for name in "${NAMES[@]}"; do
-      # shellcheck disable=SC2053
-      if [[ $name == $pat || $name == "${pat}"_* ]]; then hit=1; fi
+      if matches "$name" "$pat"; then hit=1; fi
     done
     [ $hit = 1 ] || { echo "run_all.sh --only: no stage is called '$pat' (--dry-run lists them)" >&2; exit 2; }
   done
@@ -299,15 +306,14 @@ while [ $i -lt ${#NAMES[@]} ]; do
 done
 
 # --- the summary: state file, summary.md, $OUT, and the table last ---
-{
-  for name in "${NAMES[@]}"; do  # this call's outcomes; the previous ones for stages not run now
-    if [ "${OUTCOME[$name]}" = "-" ]; then
-      [ -n "${PREV_OUTCOME[$name]:-}" ] && awk -F'\t' -v n="$name" '$1 == n' "$STATE" | head -n1
-    else
-      printf '%s\t%s\t%s\t%s\n' "$name" "${OUTCOME[$name]}" "${SECS[$name]}" "${NOTE[$name]}"
-    fi
-  done
-} > "$STATE.new" && mv "$STATE.new" "$STATE"
+for name in "${NAMES[@]}"; do  # this call's outcomes; the previous ones for stages not run now
+  if [ "${OUTCOME[$name]}" != "-" ]; then
+    printf '%s\t%s\t%s\t%s\n' "$name" "${OUTCOME[$name]}" "${SECS[$name]}" "${NOTE[$name]}"
+  elif [ -n "${PREV_OUTCOME[$name]:-}" ]; then
+    awk -F'\t' -v n="$name" '$1 == n' "$STATE" | head -n1
+  fi
+done > "$STATE.new"
+mv "$STATE.new" "$STATE"
 
 not_passed=()
 table() {
@@ -335,7 +341,9 @@ elif [ ${#not_passed[@]} -gt 0 ]; then
 fi
 
 {
-  echo "# run_all.sh on $(grep -m1 '^GPU (torch)' "$LOGS/versions.log" 2>/dev/null | sed 's/^GPU (torch) *//' || echo '?')"
+  where=$(grep -m1 '^GPU (torch)' "$LOGS/versions.log" 2>/dev/null | sed 's/^GPU (torch) *//')
+  [ "$DEVICE" = cpu ] && where="the CPU (self-check of the script, nothing CUDA)"
+  echo "# run_all.sh on ${where:-a machine where stage 1 found no usable GPU}"
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(hostname), mode $MODE${ONLY:+ ($ONLY)}, budget ${BUDGET} s, took ${SECONDS} s."
   echo
@@ -345,7 +353,7 @@ fi
   echo; echo '```'; table; echo '```'; echo
   echo "$rerun_line"
   for name in "${not_passed[@]}"; do
-    [ -f "$LOGS/$name.log" ] || continue
+    if [ "${SECS[$name]}" = "-" ] || [ ! -f "$LOGS/$name.log" ]; then continue; fi  # not run in this call
     echo; echo "## $name: ${OUTCOME[$name]} (last 40 lines of $LOGS/$name.log)"
     echo; echo '```'; tail -n 40 "$LOGS/$name.log"; echo '```'
   done
