@@ -89,6 +89,12 @@ def test_run_all_plan_puts_the_stages_in_order():
     assert {f"smoke_{op}" for op in OPS} <= set(stages)
     cheap = stages.index("bench_train")  # torch vs ext without compile before the compile variants
     assert cheap < stages.index("bench_train_compile") < stages.index("bench_train_gpt2")
+    def chosen(only):  # the stages a --dry-run --only marks to run
+        plan = subprocess.run(["bash", "bench/run_all.sh", "--dry-run", "--only", only], capture_output=True,
+                              text=True, timeout=60, cwd=ROOT).stdout
+        return [line.split()[0] for line in plan.splitlines()[2:] if line.split()[1:2] == ["yes"]]
+    assert chosen("bench_train") == ["versions", "build", "bench_train"]  # not bench_train_compile
+    assert chosen("smoke,cuda_tests") == ["versions", "build"] + [f"smoke_{op}" for op in OPS] + ["cuda_tests"]
     bad = subprocess.run(["bash", "bench/run_all.sh", "--only", "no_such_stage"], capture_output=True,
                          text=True, timeout=60, cwd=ROOT)
     assert bad.returncode == 2 and "no stage is called 'no_such_stage'" in bad.stderr
