@@ -6,8 +6,8 @@
 Cases: (B, H, T, D) with T = 1, 7, 64, 65, 300 (partial tiles of 64) and D = 32, 64, 128, in
 bfloat16 and float16 on CUDA (float32 on the CPU), dropout 0 and 0.25 (the reference applies the
 mask the kernel reports, causal_attention_dropout_mask), a custom scale, and the qkv layout
-(causal_attention_qkv: (B, T, 3C) in, (B, T, C) out, the op the model calls). Each checks out and
-dq, dk, dv against explicit attention in float64; on CUDA also against the CPU kernel run in
+(causal_attention_qkv: (B, T, 3C) in, (B, T, C) out, the op the model calls). Each checks out,
+the saved log-sum-exp and dq, dk, dv against explicit attention in float64; on CUDA also against the CPU kernel run in
 float32 on the same (rounded) inputs with the same seed, hence the same mask. Tolerances are
 tests/test_attention.py's, on its measure ||ours - ref|| / (||ref|| + sqrt(numel)).
 """
@@ -18,14 +18,15 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Smoke, compare_norm, dtype_name, generator, parse_args  # noqa: E402
+from harness import Smoke, compare, compare_norm, dtype_name, generator, parse_args  # noqa: E402
 
 TOL = {torch.float64: 1e-12, torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3}
 SEED = 1234  # the dropout seed passed to the forward (so the CPU kernel can draw the same mask)
 
 
 def reference(q, k, v, scale, keep, p):
-    """Explicit causal attention in float64 on the CPU; keep: (B, H, T, T) bool or None."""
+    """Explicit causal attention in float64 on the CPU, and the rows' log-sum-exp of the scaled
+    scores (what the forward saves for the backward); keep: (B, H, T, T) bool or None."""
     q, k, v = (t.detach().to("cpu", torch.float64).requires_grad_() for t in (q, k, v))
     T = q.shape[-2]
     s = (q @ k.transpose(-1, -2)) * scale
@@ -33,14 +34,14 @@ def reference(q, k, v, scale, keep, p):
     a = s.softmax(-1)
     if keep is not None:
         a = a * keep.cpu() / (1.0 - p)
-    return a @ v, (q, k, v)
+    return a @ v, (q, k, v), s.detach().logsumexp(-1)
 
 
 def ours(q, k, v, p, scale):
-    """out, (dq, dk, dv) for a random upstream gradient, and the mask's rng_state."""
+    """out, the leaf inputs (for the gradients), lse and the mask's rng_state."""
     q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
-    out, _lse, rng_state = torch.ops.gpt_kernels.causal_attention_forward(q, k, v, p, scale, SEED)
-    return out, (q, k, v), rng_state
+    out, lse, rng_state = torch.ops.gpt_kernels.causal_attention_forward(q, k, v, p, scale, SEED)
+    return out, (q, k, v), lse, rng_state
 
 
 def split_heads(qkv, n_head):
@@ -52,16 +53,17 @@ def case_bhtd(B, H, T, D, dtype, p, scale, device, seed):
     g = generator(seed)
     q, k, v = (torch.randn(B, H, T, D, generator=g).to(device, dtype) for _ in range(3))
     grad = torch.randn(B, H, T, D, generator=g).to(device, dtype)
-    out, inputs, rng_state = ours(q, k, v, p, scale)
+    out, inputs, lse, rng_state = ours(q, k, v, p, scale)
     keep = torch.ops.gpt_kernels.causal_attention_dropout_mask(B, H, T, p, rng_state) if p > 0 else None
-    ref, ref_inputs = reference(q, k, v, scale, keep, p)
+    ref, ref_inputs, ref_lse = reference(q, k, v, scale, keep, p)
     tol = TOL[dtype]
-    results = [compare_norm("out", out, ref, tol)]
+    # lse is fp32 (fp64 for fp64) from the same rounded inputs: far tighter than the outputs
+    results = [compare_norm("out", out, ref, tol), compare("lse", lse, ref_lse, 1e-4, 1e-4)]
     grads = torch.autograd.grad(out, inputs, grad)
     ref_grads = torch.autograd.grad(ref, ref_inputs, grad.cpu().double())
     results += [compare_norm(f"d{n}", a, b, 2 * tol) for n, a, b in zip("qkv", grads, ref_grads)]
     if device.type == "cuda":  # the CPU kernel, fp32, same inputs and seed: the same mask
-        c_out, c_inputs, c_rng = ours(q.cpu().float(), k.cpu().float(), v.cpu().float(), p, scale)
+        c_out, c_inputs, _, c_rng = ours(q.cpu().float(), k.cpu().float(), v.cpu().float(), p, scale)
         same_mask = torch.equal(c_rng, rng_state.cpu())
         results.append((same_mask, "rng_state " + ("= cpu" if same_mask else "!= cpu")))
         results.append(compare_norm("vs cpu out", out, c_out, tol))
@@ -76,17 +78,18 @@ def case_qkv(B, T, H, D, dtype, p, device, seed):
     qkv = torch.randn(B, T, 3 * C, generator=g).to(device, dtype).requires_grad_()
     grad = torch.randn(B, T, C, generator=g).to(device, dtype)
     scale = D ** -0.5
-    out, _lse, rng_state = torch.ops.gpt_kernels.causal_attention_qkv_forward(qkv, H, p, scale, SEED)
+    out, lse, rng_state = torch.ops.gpt_kernels.causal_attention_qkv_forward(qkv, H, p, scale, SEED)
     keep = torch.ops.gpt_kernels.causal_attention_dropout_mask(B, H, T, p, rng_state) if p > 0 else None
     q, k, v = split_heads(qkv.detach(), H)
-    ref, ref_inputs = reference(q, k, v, scale, keep, p)
+    ref, ref_inputs, ref_lse = reference(q, k, v, scale, keep, p)
     ref = ref.transpose(1, 2).reshape(B, T, C)
     (g_qkv,) = torch.autograd.grad(out, qkv, grad)
     ref_g = torch.autograd.grad(ref, ref_inputs, grad.cpu().double())
     # the reference's dq, dk, dv back in the (B, T, 3C) layout of qkv
     ref_g_qkv = torch.cat([t.transpose(1, 2).reshape(B, T, C) for t in ref_g], dim=2)
     tol = TOL[dtype]
-    return [compare_norm("out", out, ref, tol), compare_norm("dqkv", g_qkv, ref_g_qkv, 2 * tol)]
+    return [compare_norm("out", out, ref, tol), compare("lse", lse, ref_lse, 1e-4, 1e-4),
+            compare_norm("dqkv", g_qkv, ref_g_qkv, 2 * tol)]
 
 
 def main():
