@@ -121,6 +121,7 @@ stage_cuda_tests() {
   local extra=()
   # a hung kernel ends the run with every thread's stack instead of eating the stage's cap
   if "$PY" -c "import pytest_timeout" 2>/dev/null; then extra=(--timeout=90 --timeout-method=thread); fi
+  # -x and then --maxfail=25: the later wins, so pytest stops after 25 failures, not the first.
   # RUN_ALL_PYTEST_ARGS: more options (e.g. "-n 4" where pytest-xdist is installed), never a selection
   # shellcheck disable=SC2086
   CUDA_LAUNCH_BLOCKING=1 "$PY" -m pytest -m cuda -q -rs -x --maxfail=25 tests/ "${extra[@]}" ${RUN_ALL_PYTEST_ARGS:-}
