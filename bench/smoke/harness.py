@@ -157,6 +157,11 @@ class Smoke:
         if not probe.isnan().all():
             print("  note: torch.empty is not NaN-filled under deterministic mode: unwritten "
                   "outputs are not detected by poisoning", flush=True)
+        if self.cudart is not None:  # an error left by start-up is not a case's: read and clear it
+            torch.cuda.synchronize()
+            code = self.cudart.cudaGetLastError()
+            if code != 0:
+                print(f"  note: cudaGetLastError() = {code} after start-up, before any case (cleared)", flush=True)
 
     def setup_failure(self, why):
         print(f"FAIL  {self.op} setup: {why}", flush=True)
