@@ -17,7 +17,9 @@ takes the dtype). What this module adds around each case:
            GPU, extension not built). After a fault that leaves the CUDA context unusable the
            remaining cases are not run, and the line says so.
 
-Comparisons (compare, compare_norm) measure against the reference as the tests do: elementwise
+Every check runs on CPU copies, so that on the GPU only our kernels and torch's copies and fills
+run (compute-sanitizer then reports on little else). Comparisons (compare, compare_norm) measure
+against the reference as the tests do: elementwise
 |ours - ref| <= atol + rtol * |ref| (reported as the worst ratio to that bound: <= 1 passes), or
 a norm-relative error for attention. --device cpu runs the same cases on the CPU kernels (the
 dtypes the CPU takes), so the scripts' own logic is tested without a GPU (tests/test_smoke.py).
@@ -153,7 +155,7 @@ class Smoke:
             print("  note: libcudart not found among the loaded libraries: cudaGetLastError is not "
                   "checked, torch.cuda.synchronize is", flush=True)
         torch.use_deterministic_algorithms(True, warn_only=True)
-        probe = torch.empty(4, device=self.device)
+        probe = torch.empty(4, device=self.device).cpu()
         if not probe.isnan().all():
             print("  note: torch.empty is not NaN-filled under deterministic mode: unwritten "
                   "outputs are not detected by poisoning", flush=True)
