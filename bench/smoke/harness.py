@@ -19,10 +19,10 @@ takes the dtype). What this module adds around each case:
 
 Every check runs on CPU copies, so that on the GPU only our kernels and torch's copies and fills
 run (compute-sanitizer then reports on little else). Comparisons (compare, compare_norm) measure
-against the reference as the tests do: elementwise
-|ours - ref| <= atol + rtol * |ref| (reported as the worst ratio to that bound: <= 1 passes), or
-a norm-relative error for attention. --device cpu runs the same cases on the CPU kernels (the
-dtypes the CPU takes), so the scripts' own logic is tested without a GPU (tests/test_smoke.py).
+against the reference as the tests do: elementwise |ours - ref| <= atol + rtol * |ref| (reported
+as the worst ratio to that bound: <= 1 passes), or a norm-relative error for attention.
+--device cpu runs the same cases on the CPU kernels (the dtypes the CPU takes), so the scripts'
+own logic is tested without a GPU (tests/test_gpu_run.py).
 """
 import argparse
 import ctypes
