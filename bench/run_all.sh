@@ -22,13 +22,14 @@
 # versions and build run before any selection (a fresh machine keeps nothing), whenever 10 s of
 # the budget are left. Every other stage gets at most its cap and what is left of the budget; one
 # whose expected time no longer fits is skipped, saying so (a later, shorter one may still run).
-# RUN_ALL_DEVICE=cpu runs the same stages on the CPU kernels, to check this script without a GPU. Logs: bench/results/logs/<stage>.log (RUN_ALL_LOGS to put them elsewhere);
-# summary.md there combines the versions, the table, the tail of each log that did not pass and
-# the GPU tables written by this run; state.tsv keeps each stage's latest outcome for
-# --rerun-failed (on a fresh machine it is there only if results.tar.gz was unpacked into the
-# repo before the call, since the tree travels; else name the stages with --only). The table
-# comes last in the output: the device tool returns only its tail. Exit status: 0 when the build
-# passed and nothing FAILED or was CUT, 1 otherwise, 3 when stage 1 stopped the run.
+# RUN_ALL_DEVICE=cpu runs the same stages on the CPU kernels, to check this script without a GPU.
+# Logs: bench/results/logs/<stage>.log (RUN_ALL_LOGS to put them elsewhere). summary.md there
+# combines the versions, the table, the tail of each log that did not pass and the GPU tables
+# written by this run; state.tsv keeps each stage's latest outcome for --rerun-failed (on a fresh
+# machine it is there only if results.tar.gz was unpacked into the repo before the call, since the
+# tree travels; else name the stages with --only). The table comes last in the output: the device
+# tool returns only its tail. Exit status: 0 when the build passed and nothing FAILED or was CUT,
+# 1 otherwise, 3 when stage 1 stopped the run.
 # shellcheck disable=SC2016,SC2317  # stage commands are single-quoted on purpose (expanded when
 # they run, after stage 1), and the stage_* functions are called from them, by name
 set -uo pipefail
