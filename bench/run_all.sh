@@ -73,7 +73,7 @@ NPROC=$(nproc 2>/dev/null || echo 4)
 NAMES=(); EXPECT=(); CAP=(); GROUP=(); CMD=()
 add() { NAMES+=("$1"); EXPECT+=("$2"); CAP+=("$3"); GROUP+=("$4"); CMD+=("$5"); }
 
-add versions 15 60 "" '"$PY" bench/gpu_env.py --device "$DEVICE" --env-out "$LOGS/gpu_env.sh"'
+add versions 15 90 "" '"$PY" bench/gpu_env.py --device "$DEVICE" --env-out "$LOGS/gpu_env.sh"'
 add build 90 240 "" 'stage_build'
 for op in $OPS; do
   add "smoke_$op" 20 60 smoke "CUDA_LAUNCH_BLOCKING=1 \"\$PY\" bench/smoke/$op.py --device \$DEVICE"
