@@ -41,6 +41,17 @@ OPS = {"cross_entropy": "cross_entropy.cu", "dropout_add": "dropout_add.cu", "bi
        "causal_attention": "causal_attention_kernels.cu"}
 
 
+def unavailable():
+    """Why the emulator cannot run here (None if it can): it needs g++ and x86-64 Linux (its
+    fibers switch stacks with a few lines of x86-64 assembly)."""
+    import platform
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return f"the CUDA emulator runs on x86-64 Linux only (this is {platform.system()} {platform.machine()})"
+    if shutil.which(CXX) is None:
+        return f"the CUDA emulator needs a C++ compiler ({CXX}) on PATH"
+    return None
+
+
 class EmulatorError(RuntimeError):
     """A kernel failed under the emulator (memory check, barrier check, launch error)."""
 
@@ -142,43 +153,47 @@ def build(op, csrc=None, jobs=None):
 
 
 def build_many(ops, csrc=None, jobs=None):
+    """{op: library path} for the ops of OPS (and "selftest": tests/cuda_emu/selftest.cu)."""
     csrc = os.path.abspath(csrc or os.path.join(ROOT, "csrc"))
     cuda_dir = os.path.join(csrc, "cuda")
     jobs = jobs or int(os.environ.get("GPT_KERNELS_EMU_JOBS", "2"))
     emu_files = [os.path.join(HERE, f) for f in ("cuda_emu.h", "cuda_emu.cpp")] + \
         [os.path.join(HERE, "include", f) for f in os.listdir(os.path.join(HERE, "include"))]
     emu_blob = _read_tree(emu_files)
-    # headers the kernels may include: csrc/cuda/*.h, *.cuh and csrc/*.h
+    # headers the kernels may include: csrc/cuda/*.h, *.cuh and csrc/*.h (content only, so a
+    # copy of csrc/ with one planted .cu shares every other object)
     headers = [os.path.join(cuda_dir, f) for f in os.listdir(cuda_dir) if f.endswith((".h", ".cuh"))] + \
         [os.path.join(csrc, f) for f in os.listdir(csrc) if f.endswith(".h")]
-    hdr_blob = b"".join(open(p, "rb").read() for p in sorted(headers))  # content only: tmp copies share objects
+    hdr_blob = b"".join(open(p, "rb").read() for p in sorted(headers))
     base = _hash(_compiler(), FLAGS, CU_FLAGS, emu_blob)
     includes = ["-I", os.path.join(HERE, "include"), "-iquote", cuda_dir, "-I", cuda_dir]
     objdir = os.path.join(CACHE, "obj")
-    tasks, libs = [], {}
     runtime_obj = os.path.join(objdir, f"cuda_emu-{base}.o")
-    tasks.append((os.path.join(HERE, "cuda_emu.cpp"), runtime_obj, [], ["-I", HERE]))
+    tasks = [(os.path.join(HERE, "cuda_emu.cpp"), runtime_obj, [], ["-I", HERE])]
     rewritten_dir = os.path.join(CACHE, "src")
     os.makedirs(rewritten_dir, exist_ok=True)
+    libs = {}
     for op in ops:
-        cu = os.path.join(cuda_dir, OPS[op])
+        cu = os.path.join(HERE, "selftest.cu") if op == "selftest" else os.path.join(cuda_dir, OPS[op])
         with open(cu) as f:
             text = f'#line 1 "{cu}"\n' + rewrite_cuda(f.read())
         key = _hash(base, text, hdr_blob)
         src = os.path.join(rewritten_dir, f"{op}-{key}.cu.cpp")
         if not os.path.exists(src):
-            with open(src + ".tmp", "w") as f:
+            with open(f"{src}.{os.getpid()}.tmp", "w") as f:
                 f.write(text)
-            os.replace(src + ".tmp", src)
-        cu_obj = os.path.join(objdir, f"{op}-{key}.o")
-        tasks.append((src, cu_obj, CU_FLAGS, includes))
-        shim = os.path.join(HERE, "shims", f"{op}.cpp")
-        shim_key = _hash(base, open(shim, "rb").read(), hdr_blob)
-        shim_obj = os.path.join(objdir, f"shim-{op}-{shim_key}.o")
-        tasks.append((shim, shim_obj, CU_FLAGS, includes))
-        libs[op] = (os.path.join(CACHE, "lib", f"lib{op}-{_hash(runtime_obj, cu_obj, shim_obj)}.so"),
-                    [runtime_obj, cu_obj, shim_obj])
-    # the big kernel files first: they bound the wall time
+            os.replace(f"{src}.{os.getpid()}.tmp", src)
+        objs = [runtime_obj, os.path.join(objdir, f"{op}-{key}.o")]
+        tasks.append((src, objs[-1], CU_FLAGS, includes))
+        if op != "selftest":
+            shim = os.path.join(HERE, "shims", f"{op}.cpp")
+            with open(shim, "rb") as f:
+                shim_key = _hash(base, f.read(), hdr_blob)
+            objs.append(os.path.join(objdir, f"shim-{op}-{shim_key}.o"))
+            tasks.append((shim, objs[-1], CU_FLAGS, includes))
+        libs[op] = (os.path.join(CACHE, "lib", f"lib{op}-{_hash(*objs)}.so"), objs)
+    # the biggest files first: they bound the wall time
+    tasks = [t for t in tasks if not os.path.exists(t[1])]
     tasks.sort(key=lambda t: -os.path.getsize(t[0]))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for f in [pool.submit(_compile, *t) for t in tasks]:
@@ -237,11 +252,13 @@ def load(op, csrc=None):
     return _libs[key]
 
 
-def load_all():
-    paths = build_many(list(OPS))
+def load_all(ops=None):
+    """{op: Library} for every op of OPS (default), built together (in parallel)."""
+    ops = list(ops or OPS)
+    paths = build_many([op for op in ops if (op, None) not in _libs])
     for op, p in paths.items():
-        _libs.setdefault((op, None), Library(p))
-    return {op: _libs[(op, None)] for op in OPS}
+        _libs[(op, None)] = Library(p)
+    return {op: _libs[(op, None)] for op in ops}
 
 
 # ---------------------------------------------------------------------------------------------

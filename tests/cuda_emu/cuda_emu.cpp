@@ -12,7 +12,8 @@
 // against its guard (placement 0: the end, placement 1: the start, up to the 16-byte
 // alignment); the few bytes of slack left by alignment are filled with a canary and checked
 // after every launch. A fault is mapped back to the buffer and element index it missed. The
-// dynamic shared memory of a launch is placed the same way.
+// dynamic shared memory of a launch is placed the same way. All shared memory, static and
+// dynamic, is filled with 0xFF bytes (NaN in every float type) at the start of every block.
 #include "cuda_emu.h"
 
 #include <signal.h>
@@ -33,7 +34,8 @@ namespace cuda_emu {
 namespace detail {
 
 // ------------------------------------------------------------------------------------------
-// Context switching: callee-saved registers, MXCSR and the x87 control word on the stack.
+// Context switching: the callee-saved registers on the stack (MXCSR and the x87 control word
+// are left alone: nothing here changes rounding modes).
 
 extern "C" void gk_emu_switch(void** save_sp, void* new_sp);
 asm(R"(
@@ -47,14 +49,8 @@ gk_emu_switch:
   pushq %r13
   pushq %r14
   pushq %r15
-  subq $8, %rsp
-  stmxcsr (%rsp)
-  fnstcw 4(%rsp)
   movq %rsp, (%rdi)
   movq %rsi, %rsp
-  ldmxcsr (%rsp)
-  fldcw 4(%rsp)
-  addq $8, %rsp
   popq %r15
   popq %r14
   popq %r13
@@ -319,20 +315,19 @@ void fiber_main() {
   __builtin_unreachable();
 }
 
-void* fiber_stack_top(int t) { return rt.stacks + (size_t)(t + 1) * (kStack + kPage); }
+// The top of thread t's stack, staggered by t so that the stacks' hot lines do not all fall
+// into the same cache sets.
+void* fiber_stack_top(int t) { return rt.stacks + (size_t)(t + 1) * (kStack + kPage) - (size_t)(t % 61) * 64; }
 
 void init_fiber(ThreadState& ts, int t) {
   auto* top = static_cast<uint64_t*>(fiber_stack_top(t));
-  // gk_emu_switch pops: mxcsr/fpucw (8 bytes), r15, r14, r13, r12, rbx, rbp, then returns
+  // gk_emu_switch pops r15, r14, r13, r12, rbx, rbp, then returns into fiber_main with the
+  // stack aligned as after a call
   uint64_t* sp = top - 2;
   sp[1] = 0;  // fiber_main's return address: never used
   sp[0] = reinterpret_cast<uint64_t>(&fiber_main);
   sp -= 6;
   for (int i = 0; i < 6; ++i) sp[i] = 0;
-  sp -= 1;
-  const uint32_t mxcsr = 0x1F80, fpucw = 0x037F;
-  std::memcpy(sp, &mxcsr, 4);
-  std::memcpy(reinterpret_cast<char*>(sp) + 4, &fpucw, 4);
   ts.sp = sp;
   ts.st = St::Ready;
 }
@@ -527,6 +522,15 @@ void place_smem(size_t size) {
   rt.smem_size = size;
 }
 
+// The static __shared__ variables of the library (cuda_emu.h puts them in this section).
+extern "C" unsigned char __start_gk_emu_shared[] __attribute__((weak));
+extern "C" unsigned char __stop_gk_emu_shared[] __attribute__((weak));
+
+void poison_static_smem() {
+  if (__start_gk_emu_shared && __stop_gk_emu_shared > __start_gk_emu_shared)
+    std::memset(__start_gk_emu_shared, 0xFF, __stop_gk_emu_shared - __start_gk_emu_shared);
+}
+
 void poison_smem() {
   unsigned char* lo = rt.smem_map + kPage;
   unsigned char* hi = rt.smem_map + rt.smem_map_size - kPage;
@@ -597,6 +601,7 @@ void launch(const LaunchInfo& info, void (*body)(void*), void* ctx) {
     const uint64_t blk = bo.empty() ? i : (uint64_t)bo[i];
     g_block_idx = uint3{static_cast<unsigned>(blk % g.x), static_cast<unsigned>((blk / g.x) % g.y),
                         static_cast<unsigned>(blk / ((uint64_t)g.x * g.y))};
+    poison_static_smem();
     if (info.smem) poison_smem();
     run_block();
     if (!rt.failed && info.smem) smem_canaries_intact();
@@ -700,3 +705,16 @@ GK_EMU_API void emu_free(void* data) {
 }
 
 }  // extern "C"
+
+extern "C" {
+// The emulator's 16-bit conversions, for the tests to hold against torch's: kind 0 __half,
+// 1 __nv_bfloat16.
+GK_EMU_API void emu_narrow(int kind, const float* in, uint16_t* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = kind == 0 ? cuda_emu::detail::float_to_half_bits(in[i]) : cuda_emu::detail::float_to_bf16_bits(in[i]);
+}
+GK_EMU_API void emu_widen(int kind, const uint16_t* in, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = kind == 0 ? cuda_emu::detail::half_bits_to_float(in[i]) : cuda_emu::detail::bf16_bits_to_float(in[i]);
+}
+}

@@ -41,9 +41,10 @@
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
-// A block's static shared memory: one per kernel instantiation, shared by the block's
-// threads (the blocks of a launch run one after another).
-#define __shared__ static
+// A block's static shared memory: a function-local static (one per kernel instantiation,
+// shared by the block's threads; the blocks of a launch run one after another), in a section of
+// its own so that the runtime can poison all of it at the start of every block.
+#define __shared__ static __attribute__((section("gk_emu_shared")))
 
 // ------------------------------------------------------------------------------------------
 // Vector types
