@@ -83,7 +83,7 @@ struct WarpSync {
   MmaFn mma_fn = nullptr;
 };
 
-constexpr size_t kStack = 64 * 1024, kPage = 4096;
+constexpr size_t kStack = 32 * 1024, kPage = 4096;
 constexpr int kMaxThreads = 1024;
 
 Current* g_cur = nullptr;
@@ -104,6 +104,9 @@ struct Runtime {
   int barrier_count = 0;
   const char* barrier_file = nullptr;
   int barrier_line = 0;
+  std::vector<int> order;  // this block's thread order
+  int pos = 0;             // position in it of the running thread
+  int done = 0;            // threads that have exited
   void* main_sp = nullptr;
   bool failed = false;
   std::string message;      // the last failure, for emu_message()
@@ -173,11 +176,35 @@ void misaligned16(const void* p, bool write) {
   abort_launch(std::string("cuda_emu: ") + buf + "\n  in " + where(), cudaErrorMisalignedAddress);
 }
 
-// The scheduler regains control; the thread resumes when made Ready again.
+// The next thread to run after the one at position rt.pos of the schedule's order: the first
+// Ready one after it, cyclically (the same as sweeping the order again and again), or nullptr.
+ThreadState* pick_next() {
+  const int n = rt.nthreads;
+  for (int step = 1; step <= n; ++step) {
+    int p = rt.pos + step;
+    if (p >= n) p -= n;
+    ThreadState& ts = rt.threads[rt.order[p]];
+    if (ts.st == St::Ready) {
+      rt.pos = p;
+      return &ts;
+    }
+  }
+  return nullptr;
+}
+
+// Hands over to the next Ready thread (directly, fiber to fiber), or to the scheduler when
+// none is (the block is finished, or deadlocked). The thread resumes when made Ready again.
 inline void yield() {
   ThreadState* self = g_cur->thread;
   ++rt.switches;
-  gk_emu_switch(&self->sp, rt.main_sp);
+  ThreadState* next = pick_next();
+  if (next == self) return;
+  if (!next) {
+    gk_emu_switch(&self->sp, rt.main_sp);
+    return;
+  }
+  g_cur = &next->cur;
+  gk_emu_switch(&self->sp, next->sp);
 }
 
 void check_no_exited(const char* what, const char* file, int line) {
@@ -193,7 +220,7 @@ void syncthreads(const char* file, int line) {
     check_no_exited("__syncthreads", file, line);
     rt.barrier_file = file;
     rt.barrier_line = line;
-  } else if (rt.barrier_line != line || std::strcmp(rt.barrier_file, file) != 0) {
+  } else if (rt.barrier_line != line || (rt.barrier_file != file && std::strcmp(rt.barrier_file, file) != 0)) {
     fail("divergent __syncthreads: this thread reached the one at %s:%d while other threads wait at %s:%d", file,
          line, rt.barrier_file, rt.barrier_line);
   }
@@ -235,7 +262,8 @@ void warp_arrive(unsigned mask, const char* what, const char* file, int line, F&
     w.file = file;
     w.line = line;
     w.mask = mask;
-  } else if (w.line != line || std::strcmp(w.file, file) != 0 || w.mask != mask || std::strcmp(w.what, what) != 0) {
+  } else if (w.line != line || w.mask != mask || (w.file != file && std::strcmp(w.file, file) != 0) ||
+             (w.what != what && std::strcmp(w.what, what) != 0)) {
     fail("divergent warp: this lane reached %s at %s:%d (mask 0x%08x) while other lanes wait at %s at %s:%d "
          "(mask 0x%08x)", what, file, line, mask, w.what, w.file, w.line, w.mask);
   }
@@ -311,7 +339,8 @@ void fiber_main() {
   if (w.arrived != 0 && ((w.mask >> g_cur->lane) & 1u))
     fail("divergent %s at %s:%d: this lane exited while other lanes of its mask wait there", w.what, w.file, w.line);
   self->st = St::Done;
-  gk_emu_switch(&self->sp, rt.main_sp);
+  ++rt.done;
+  yield();  // never resumed
   __builtin_unreachable();
 }
 
@@ -371,28 +400,21 @@ void run_block() {
   rt.barrier_count = 0;
   for (auto& w : rt.warps) { w.arrived = 0; w.gen = 0; }
   for (int t = 0; t < rt.nthreads; ++t) init_fiber(rt.threads[t], t);
-  const std::vector<int> o = order(rt.nthreads, rt.thread_order,
-                                   (uint64_t)g_block_idx.x + 65536ull * (g_block_idx.y + 65536ull * g_block_idx.z));
-  int done = 0;
-  while (done < rt.nthreads) {
-    bool ran = false;
-    for (int t : o) {
-      ThreadState& ts = rt.threads[t];
-      if (ts.st != St::Ready) continue;
-      g_cur = &ts.cur;
-      gk_emu_switch(&rt.main_sp, ts.sp);
-      g_cur = nullptr;
-      if (rt.failed) return;
-      ran = true;
-      if (ts.st == St::Done) ++done;
-    }
-    if (!ran && done < rt.nthreads) {
-      rt.failed = true;
-      rt.message = deadlock_report();
-      rt.last_error = cudaErrorLaunchFailure;
-      rt.sticky = true;
-      return;
-    }
+  rt.order = order(rt.nthreads, rt.thread_order,
+                   (uint64_t)g_block_idx.x + 65536ull * (g_block_idx.y + 65536ull * g_block_idx.z));
+  rt.done = 0;
+  // the threads hand over to each other; control comes back here when none can run
+  rt.pos = 0;
+  ThreadState& first = rt.threads[rt.order[0]];
+  g_cur = &first.cur;
+  gk_emu_switch(&rt.main_sp, first.sp);
+  g_cur = nullptr;
+  if (rt.failed) return;
+  if (rt.done < rt.nthreads) {
+    rt.failed = true;
+    rt.message = deadlock_report();
+    rt.last_error = cudaErrorLaunchFailure;
+    rt.sticky = true;
   }
 }
 
@@ -431,7 +453,7 @@ std::string describe_address(uintptr_t a) {
   }
   const uintptr_t st = reinterpret_cast<uintptr_t>(rt.stacks);
   if (rt.stacks && a >= st && a < st + (size_t)kMaxThreads * (kStack + kPage))
-    return "the guard page of a thread's stack (stack overflow: more than 64 KiB of locals)";
+    return "the guard page of a thread's stack (stack overflow: more than 32 KiB of locals)";
   std::snprintf(buf, sizeof buf, "address %p, in no buffer of the emulator", reinterpret_cast<void*>(a));
   return buf;
 }
