@@ -291,15 +291,9 @@ def attn_inputs(B, H, T, D, dtype, seed, strided):
     return q, k, v
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("D", [32, 64, 128])
-@pytest.mark.parametrize("T", [1, 7, 65, 300])
-@pytest.mark.parametrize("p", [0.0, 0.2])
-def test_causal_attention(libs, dtype, D, T, p):
-    lib = libs["causal_attention"]
-    B, H = (2, 3) if T <= 65 else (1, 1)
-    strided = T == 65
-    q, k, v = attn_inputs(B, H, T, D, dtype, seed=T * 1000 + D, strided=strided)
+def check_attention(lib, B, H, T, D, dtype, p, strided, seed):
+    """Forward and backward kernels against the CPU kernel and the float64 reference."""
+    q, k, v = attn_inputs(B, H, T, D, dtype, seed=seed, strided=strided)
     if strided:
         assert not q.is_contiguous()
     scale = 1 / math.sqrt(D)
@@ -328,6 +322,26 @@ def test_causal_attention(libs, dtype, D, T, p):
         assert rel_err(bwd[name], r64) < 2 * tol, f"{name} vs float64"
     delta_ref = (go.double() * out.double()).sum(-1)
     assert (bwd["delta"].double() - delta_ref).abs().max().item() < 1e-4 * (1 + delta_ref.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("D", [32, 64, 128])
+@pytest.mark.parametrize("T", [1, 7, 65, 300])
+@pytest.mark.parametrize("p", [0.0, 0.2])
+def test_causal_attention(libs, dtype, D, T, p):
+    """Partial tiles (T = 1, 7, 65, 300), every head size, dropout off and on; T = 65 reads q,
+    k, v as strided views of the (B, T, 3C) projection."""
+    B, H = (2, 3) if T <= 65 else (1, 1)
+    check_attention(libs["causal_attention"], B, H, T, D, dtype, p, strided=T == 65, seed=T * 1000 + D)
+
+
+@pytest.mark.parametrize("B,H,T,D,p,dtype", [(1, 1, 1, 32, 0.0, torch.bfloat16), (1, 2, 7, 32, 0.0, torch.bfloat16),
+                                             (1, 1, 65, 32, 0.3, torch.bfloat16), (1, 1, 130, 64, 0.0, torch.bfloat16),
+                                             (1, 1, 130, 32, 0.2, torch.bfloat16), (1, 1, 70, 32, 0.0, torch.float16)])
+def test_causal_attention_cases_of_the_numpy_replay(libs, B, H, T, D, p, dtype):
+    """The cases tools/emulate_attention_cuda.py (a numpy replay of the kernels' index math,
+    retired) checked: two and three tiles, one query row, fp16."""
+    check_attention(libs["causal_attention"], B, H, T, D, dtype, p, strided=False, seed=T + D)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
