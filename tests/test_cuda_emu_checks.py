@@ -192,8 +192,9 @@ def test_planted_missing_syncthreads_bias_gelu(tmp_path):
     x, bias, go = torch.randn(70, 40, generator=g), torch.randn(40, generator=g), torch.randn(70, 40, generator=g)
     with pytest.raises(cuda_emu.RaceError, match="output 'grad_bias' differs between thread schedules"):
         cuda_emu.race_checked(lambda: cuda_emu.bias_gelu(lib, x, bias, go), lib)
-    # the real kernel passes the same check
+    # the real kernel passes the same check; the edited copy was built apart (cache by content)
     real = cuda_emu.load("bias_gelu")
+    assert lib.path != real.path
     cuda_emu.race_checked(lambda: cuda_emu.bias_gelu(real, x, bias, go), real)
 
 

@@ -149,6 +149,33 @@ def test_cross_entropy_targets_out_of_range(libs, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["minus_inf", "large", "all_ignored", "ignore_a_class"])
+def test_cross_entropy_special_values(libs, dtype, case):
+    """-inf logits (the online softmax's reference point), large magnitudes, every row ignored
+    (mean = 0/0 = nan, zero gradient), an ignore_index that is a valid class."""
+    lib = libs["cross_entropy"]
+    x, t = ce_inputs(6, 37, dtype, seed=11)
+    ignore_index = -100
+    if case == "minus_inf":
+        x[0, :20] = float("-inf")
+        x[3, 5:] = float("-inf")
+        t[0], t[3] = 25, 2
+    elif case == "large":
+        x = (x.float() * 3000).to(dtype)
+    elif case == "all_ignored":
+        t[:] = -100
+    else:
+        ignore_index = 3
+        t[1] = 0  # ce_inputs ignored it with -100
+        t[0] = t[4] = 3
+    for reduction in ("mean", "none"):
+        r = cuda_emu.race_checked(lambda: cuda_emu.ce_forward(lib, x, t, ignore_index, reduction, True), lib)
+        loss_cpu, grad_cpu = ops.cross_entropy_fwd(x, t, ignore_index, reduction, True)
+        close(ce_loss(r, reduction), loss_cpu, dtype, f"{reduction} loss vs CPU")
+        close(r["grad"], grad_cpu, dtype, f"{reduction} grad vs CPU")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction,upstream", [("mean", 1.0), ("mean", 0.5), ("sum", 2.5), ("none", None)])
 @pytest.mark.parametrize("N,V", [(4, 37), (6, 1031)])
 def test_cross_entropy_scale_grad(libs, dtype, reduction, upstream, N, V):
@@ -291,12 +318,12 @@ def attn_inputs(B, H, T, D, dtype, seed, strided):
     return q, k, v
 
 
-def check_attention(lib, B, H, T, D, dtype, p, strided, seed):
+def check_attention(lib, B, H, T, D, dtype, p, strided, seed, scale=None):
     """Forward and backward kernels against the CPU kernel and the float64 reference."""
     q, k, v = attn_inputs(B, H, T, D, dtype, seed=seed, strided=strided)
     if strided:
         assert not q.is_contiguous()
-    scale = 1 / math.sqrt(D)
+    scale = 1 / math.sqrt(D) if scale is None else scale
     out_cpu, lse_cpu, rng = ops.causal_attention_forward(q.float(), k.float(), v.float(), p, scale, 4321 + T)
     seed, off = (int(x) for x in rng)
     fwd = cuda_emu.race_checked(lambda: cuda_emu.attention_forward(lib, q, k, v, p, scale, seed, off), lib)
@@ -337,20 +364,16 @@ def test_causal_attention(libs, dtype, D, T, p):
 
 @pytest.mark.parametrize("B,H,T,D,p,dtype", [(1, 1, 1, 32, 0.0, torch.bfloat16), (1, 2, 7, 32, 0.0, torch.bfloat16),
                                              (1, 1, 65, 32, 0.3, torch.bfloat16), (1, 1, 130, 64, 0.0, torch.bfloat16),
-                                             (1, 1, 130, 32, 0.2, torch.bfloat16), (1, 1, 70, 32, 0.0, torch.float16)])
-def test_causal_attention_cases_of_the_numpy_replay(libs, B, H, T, D, p, dtype):
-    """The cases tools/emulate_attention_cuda.py (a numpy replay of the kernels' index math,
-    retired) checked: two and three tiles, one query row, fp16."""
+                                             (1, 1, 130, 32, 0.2, torch.bfloat16), (1, 1, 70, 32, 0.0, torch.float16),
+                                             (2, 2, 64, 64, 0.1, torch.bfloat16), (1, 1, 128, 32, 0.0, torch.float16)])
+def test_causal_attention_more_shapes(libs, B, H, T, D, p, dtype):
+    """Whole tiles (T = 64, 128), two and three tiles, one query row, fp16; among them the cases
+    of tools/emulate_attention_cuda.py (a numpy replay of these kernels, retired)."""
     check_attention(libs["causal_attention"], B, H, T, D, dtype, p, strided=False, seed=T + D)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_causal_attention_custom_scale_and_heads(libs, dtype):
     """A scale other than 1/sqrt(D), several heads and batches, dropout: the (b*H + h) index of
-    the mask and the per-head strides."""
-    lib = libs["causal_attention"]
-    B, H, T, D, p, scale = 2, 3, 130, 64, 0.3, 0.3
-    q, k, v = attn_inputs(B, H, T, D, dtype, seed=9, strided=True)
-    out_cpu, _, rng = ops.causal_attention_forward(q.float(), k.float(), v.float(), p, scale, 99)
-    fwd = cuda_emu.race_checked(lambda: cuda_emu.attention_forward(lib, q, k, v, p, scale, 99, 0), lib)
-    assert rel_err(fwd["out"], out_cpu) < ATTN_TOL[dtype]
+    the mask and the per-head strides over three query tiles."""
+    check_attention(libs["causal_attention"], 2, 3, 130, 64, dtype, 0.3, strided=True, seed=9, scale=0.3)

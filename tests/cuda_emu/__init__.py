@@ -29,7 +29,22 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-CACHE = os.environ.get("GPT_KERNELS_EMU_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "gpt_kernels_emu"))
+def _cache_dir():
+    """$GPT_KERNELS_EMU_CACHE, else ~/.cache/gpt_kernels_emu, else a folder in the temp dir."""
+    if os.environ.get("GPT_KERNELS_EMU_CACHE"):
+        return os.environ["GPT_KERNELS_EMU_CACHE"]
+    for d in (os.path.join(os.path.expanduser("~"), ".cache", "gpt_kernels_emu"),
+              os.path.join(tempfile.gettempdir(), f"gpt_kernels_emu-{os.getuid()}")):
+        try:
+            os.makedirs(d, exist_ok=True)
+            if os.access(d, os.W_OK):
+                return d
+        except OSError:
+            pass
+    raise OSError("cuda_emu: no writable cache folder; set GPT_KERNELS_EMU_CACHE")
+
+
+CACHE = _cache_dir()
 CXX = os.environ.get("CXX", "g++")
 FLAGS = ["-std=c++17", "-O2", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing", "-ffp-contract=off",
          "-U_FORTIFY_SOURCE", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-function", "-Wno-unused-variable"]
