@@ -62,7 +62,8 @@ def gen(seed):
 # ---------------------------------------------------------------------------------------------
 # cross_entropy: ce_count, ce_forward (128/256/512 threads), ce_finalize, ce_scale
 
-CE_SHAPES = [(1, 1), (3, 7), (5, 64), (4, 37), (6, 600), (6, 1031), (3, 4100), (70, 5)]
+# V picks the block size (128, 256, 512 threads by 16-byte vectors per row) for each element size
+CE_SHAPES = [(1, 1), (3, 7), (5, 64), (4, 37), (4, 400), (6, 600), (6, 1031), (3, 1500), (3, 4100), (70, 5)]
 
 
 def ce_inputs(N, V, dtype, seed, ignore_rows=(1,)):
@@ -263,7 +264,7 @@ def gelu_reference(x, bias, grad_out):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(1, 1), (7, 33), (70, 300), (33, 256), (2, 5, 40), (3, 1100)])
+@pytest.mark.parametrize("shape", [(1, 1), (50,), (7, 33), (70, 300), (33, 256), (2, 5, 40), (3, 1100)])
 @pytest.mark.parametrize("offset", [0, 1])
 def test_bias_gelu(libs, dtype, shape, offset):
     lib = libs["bias_gelu"]
@@ -280,12 +281,14 @@ def test_bias_gelu(libs, dtype, shape, offset):
     gx_cpu, gb_cpu = ops.bias_gelu_backward(go, x, bias)
     close(r["grad_x"], gx_cpu, dtype, "grad_x vs CPU")
     close(r["grad_x"], gx_ref, dtype, "grad_x vs float64")
-    # the bias gradient sums rows: error relative to the sum of magnitudes
-    rtol = TOL[dtype][0]
+    # the bias gradient sums rows: error relative to the sum of magnitudes (plus atol * the
+    # largest, for the values that round into the 16-bit types' subnormals)
+    rtol, atol = TOL[dtype]
     abs_sum = gx_ref.abs().reshape(-1, n).sum(0)
     for name, expected in (("CPU", gb_cpu.double()), ("float64", gb_ref)):
         err = (r["grad_bias"].double() - expected).abs()
-        assert (err <= rtol * abs_sum + rtol * expected.abs() + 1e-12).all(), f"grad_bias vs {name}: {err.max()}"
+        allowed = rtol * abs_sum + rtol * expected.abs() + atol * abs_sum.max()
+        assert (err <= allowed).all(), f"grad_bias vs {name}: {err.max()}"
 
 
 # ---------------------------------------------------------------------------------------------
