@@ -5,6 +5,7 @@ copies of our real kernel files that the race check and the memory check must ca
 Planted bugs (each in a copy of csrc/ under a temp dir; the working tree is untouched):
   bias_gelu.cu          the one __syncthreads of the bias-gradient reduction removed   -> RaceError
   causal_attention_kernels.cu  the __syncwarp between S = Q K^T and the softmax removed -> RaceError
+  causal_attention_kernels.cu  the __syncthreads before the next K, V tiles removed      -> RaceError
   bias_gelu.cu          that __syncthreads moved under `if (group == 0)`                -> divergent barrier
   dropout_add.cu        the scalar loop's bound `n0 + e < n` made `<=`: reads x[n]      -> out-of-bounds read
   causal_attention_kernels.cu  delta_s[row + 1]: a load past the end of shared memory -> out-of-bounds read
@@ -206,6 +207,18 @@ def test_planted_missing_syncwarp_attention(tmp_path):
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 1, 70, 32, generator=g).bfloat16() for _ in range(3))
     with pytest.raises(cuda_emu.RaceError, match="differs between thread schedules"):
+        cuda_emu.race_checked(lambda: cuda_emu.attention_forward(lib, q, k, v, 0.0, 32 ** -0.5, 0, 0), lib)
+
+
+def test_planted_missing_syncthreads_attention(tmp_path):
+    """The barrier before the next K, V tiles are loaded over the current ones (a write after
+    read): only a schedule that lets one warp run a whole tile ahead of the others shows it."""
+    csrc = cuda_emu.planted_copy(tmp_path, "causal_attention_kernels.cu",
+                                 "    __syncthreads();  // everyone is done with the previous K, V tiles\n", "")
+    lib = cuda_emu.load("causal_attention", csrc)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 1, 200, 32, generator=g).bfloat16() for _ in range(3))
+    with pytest.raises(cuda_emu.RaceError, match="output 'out' differs between thread schedules"):
         cuda_emu.race_checked(lambda: cuda_emu.attention_forward(lib, q, k, v, 0.0, 32 ** -0.5, 0, 0), lib)
 
 

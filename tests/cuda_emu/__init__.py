@@ -331,10 +331,15 @@ class Buffers:
 # ---------------------------------------------------------------------------------------------
 # Schedules and the race check
 
-# (thread order, block order, seed, placement): in order with buffers flush against the guard
-# page after them; everything reversed with buffers flush against the guard before them; two
-# seeded shuffles of the threads and the blocks.
-SCHEDULES = [(0, 0, 0, 0), (1, 1, 0, 1), (2, 2, 1, 0), (2, 0, 2, 1)]
+# (thread order, block order, seed, placement): threads and blocks in order, round robin (the
+# threads of a block advance together from sync point to sync point), buffers flush against
+# the guard page after them; threads reversed and run greedily (the last warp runs as far ahead
+# as it can before the others start), blocks reversed, buffers flush against the guard page
+# before them; threads and blocks shuffled, round robin; threads in order, greedy (the first
+# warp runs ahead), blocks shuffled. Threads run until they reach a sync point, so the
+# schedules differ in which thread's code between two sync points runs first, and how far
+# one warp gets ahead of another.
+SCHEDULES = [(0, 0, 0, 0), (4, 1, 0, 1), (2, 2, 1, 0), (3, 2, 2, 1)]
 
 
 def _bits(t):

@@ -105,7 +105,10 @@ struct Runtime {
   const char* barrier_file = nullptr;
   int barrier_line = 0;
   std::vector<int> order;  // this block's thread order
+  std::vector<int> pos_of; // position of each thread in it
+  bool greedy = false;     // the schedule's policy (pick_next)
   int pos = 0;             // position in it of the running thread
+  int hint = 0;            // greedy: no thread before this position is Ready
   int done = 0;            // threads that have exited
   void* main_sp = nullptr;
   bool failed = false;
@@ -176,10 +179,30 @@ void misaligned16(const void* p, bool write) {
   abort_launch(std::string("cuda_emu: ") + buf + "\n  in " + where(), cudaErrorMisalignedAddress);
 }
 
-// The next thread to run after the one at position rt.pos of the schedule's order: the first
-// Ready one after it, cyclically (the same as sweeping the order again and again), or nullptr.
+// A waiting thread may run again.
+inline void make_ready(int t) {
+  rt.threads[t].st = St::Ready;
+  const int p = rt.pos_of[t];
+  if (p < rt.hint) rt.hint = p;
+}
+
+// The next thread to run, or nullptr if none is Ready. Round robin: the first Ready thread after
+// the one at position rt.pos of the schedule's order, cyclically (sweeping the order again and
+// again: the threads advance together). Greedy: the first Ready thread of the order (the first
+// thread, then its warp, runs as far ahead as it can: the widest skew between warps).
 ThreadState* pick_next() {
   const int n = rt.nthreads;
+  if (rt.greedy) {
+    for (int p = rt.hint; p < n; ++p) {
+      ThreadState& ts = rt.threads[rt.order[p]];
+      if (ts.st == St::Ready) {
+        rt.hint = rt.pos = p;
+        return &ts;
+      }
+    }
+    rt.hint = n;
+    return nullptr;
+  }
   for (int step = 1; step <= n; ++step) {
     int p = rt.pos + step;
     if (p >= n) p -= n;
@@ -231,8 +254,8 @@ void syncthreads(const char* file, int line) {
   if (++rt.barrier_count == rt.nthreads) {
     rt.barrier_count = 0;
     for (int t = 0; t < rt.nthreads; ++t)
-      if (rt.threads[t].st == St::AtBarrier) rt.threads[t].st = St::Ready;
-    self->st = St::Ready;
+      if (rt.threads[t].st == St::AtBarrier) make_ready(t);
+    make_ready(static_cast<int>(self - rt.threads.data()));
   } else {
     self->st = St::AtBarrier;
   }
@@ -276,7 +299,7 @@ void warp_arrive(unsigned mask, const char* what, const char* file, int line, F&
     w.arrived = 0;
     ++w.gen;
     for (int l = 0; l < 32; ++l)
-      if ((mask >> l) & 1u) rt.threads[warp * 32 + l].st = St::Ready;
+      if ((mask >> l) & 1u) make_ready(warp * 32 + l);
   } else {
     self->st = St::AtWarp;
   }
@@ -400,8 +423,13 @@ void run_block() {
   rt.barrier_count = 0;
   for (auto& w : rt.warps) { w.arrived = 0; w.gen = 0; }
   for (int t = 0; t < rt.nthreads; ++t) init_fiber(rt.threads[t], t);
-  rt.order = order(rt.nthreads, rt.thread_order,
+  // thread_order 0/1/2: in order, reversed, shuffled, round robin; 3/4/5: the same, greedy
+  rt.greedy = rt.thread_order >= 3;
+  rt.order = order(rt.nthreads, rt.thread_order % 3,
                    (uint64_t)g_block_idx.x + 65536ull * (g_block_idx.y + 65536ull * g_block_idx.z));
+  rt.pos_of.assign(rt.nthreads, 0);
+  for (int p = 0; p < rt.nthreads; ++p) rt.pos_of[rt.order[p]] = p;
+  rt.hint = 0;
   rt.done = 0;
   // the threads hand over to each other; control comes back here when none can run
   rt.pos = 0;
@@ -669,9 +697,10 @@ cudaError_t cudaDeviceSynchronize() { return rt.sticky ? rt.last_error : cudaSuc
 
 extern "C" {
 
-// Schedule of the following launches: thread order and block order 0 in order, 1 reversed,
-// 2 shuffled with `seed`; placement 0 puts buffers and shared memory flush against the guard
-// page after them, 1 against the one before them.
+// Schedule of the following launches: thread order 0 in order, 1 reversed, 2 shuffled with
+// `seed`, each run round robin, and 3, 4, 5 the same orders run greedily (pick_next); block
+// order 0 in order, 1 reversed, 2 shuffled; placement 0 puts buffers and shared memory flush
+// against the guard page after them, 1 against the one before them.
 GK_EMU_API void emu_set_schedule(int thread_order, int block_order, uint64_t seed, int placement) {
   rt.thread_order = thread_order;
   rt.block_order = block_order;
