@@ -46,6 +46,7 @@ def _cache_dir():
 
 CACHE = _cache_dir()
 CXX = os.environ.get("CXX", "g++")
+OBJCOPY = os.environ.get("OBJCOPY", "objcopy")
 FLAGS = ["-std=c++17", "-O2", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing", "-ffp-contract=off",
          "-U_FORTIFY_SOURCE", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-function", "-Wno-unused-variable"]
 # nvcc includes cuda_runtime.h in every .cu file: so does the emulated build
@@ -57,13 +58,14 @@ OPS = {"cross_entropy": "cross_entropy.cu", "dropout_add": "dropout_add.cu", "bi
 
 
 def unavailable():
-    """Why the emulator cannot run here (None if it can): it needs g++ and x86-64 Linux (its
+    """Why the emulator cannot run here (None if it can): it needs g++, objcopy and x86-64 Linux (its
     fibers switch stacks with a few lines of x86-64 assembly)."""
     import platform
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return f"the CUDA emulator runs on x86-64 Linux only (this is {platform.system()} {platform.machine()})"
-    if shutil.which(CXX) is None:
-        return f"the CUDA emulator needs a C++ compiler ({CXX}) on PATH"
+    for tool in (CXX, OBJCOPY):
+        if shutil.which(tool) is None:
+            return f"the CUDA emulator needs {tool} (a C++ compiler and binutils) on PATH"
     return None
 
 
@@ -150,7 +152,9 @@ def _compiler():
     return _compiler_id
 
 
-def _compile(src_path, obj, extra, includes):
+def _compile(src_path, obj, extra, includes, shared_bss=False):
+    """Compiles src_path to obj. shared_bss: a kernel file, whose .bss (its static __shared__
+    variables) becomes the section gk_emu_shared that the runtime poisons at every block."""
     if os.path.exists(obj):
         return
     os.makedirs(os.path.dirname(obj), exist_ok=True)
@@ -159,6 +163,10 @@ def _compile(src_path, obj, extra, includes):
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise EmulatorError(f"cuda_emu: compiling {src_path} failed:\n{' '.join(cmd)}\n{r.stderr[-6000:]}")
+    if shared_bss:
+        r = subprocess.run([OBJCOPY, "--rename-section", ".bss=gk_emu_shared", tmp], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise EmulatorError(f"cuda_emu: {OBJCOPY} on {tmp} failed:\n{r.stderr[-2000:]}")
     os.replace(tmp, obj)
 
 
@@ -180,7 +188,7 @@ def build_many(ops, csrc=None, jobs=None):
     headers = [os.path.join(cuda_dir, f) for f in os.listdir(cuda_dir) if f.endswith((".h", ".cuh"))] + \
         [os.path.join(csrc, f) for f in os.listdir(csrc) if f.endswith(".h")]
     hdr_blob = b"".join(open(p, "rb").read() for p in sorted(headers))
-    base = _hash(_compiler(), FLAGS, CU_FLAGS, emu_blob)
+    base = _hash(_compiler(), FLAGS, CU_FLAGS, emu_blob, "bss=gk_emu_shared")
     includes = ["-I", os.path.join(HERE, "include"), "-iquote", cuda_dir, "-I", cuda_dir]
     objdir = os.path.join(CACHE, "obj")
     runtime_obj = os.path.join(objdir, f"cuda_emu-{base}.o")
@@ -199,7 +207,7 @@ def build_many(ops, csrc=None, jobs=None):
                 f.write(text)
             os.replace(f"{src}.{os.getpid()}.tmp", src)
         objs = [runtime_obj, os.path.join(objdir, f"{op}-{key}.o")]
-        tasks.append((src, objs[-1], CU_FLAGS, includes))
+        tasks.append((src, objs[-1], CU_FLAGS, includes, True))
         if op != "selftest":
             shim = os.path.join(HERE, "shims", f"{op}.cpp")
             with open(shim, "rb") as f:

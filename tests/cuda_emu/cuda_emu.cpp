@@ -572,7 +572,7 @@ void place_smem(size_t size) {
   rt.smem_size = size;
 }
 
-// The static __shared__ variables of the library (cuda_emu.h puts them in this section).
+// The static __shared__ variables of the library (the build puts them in this section).
 extern "C" unsigned char __start_gk_emu_shared[] __attribute__((weak));
 extern "C" unsigned char __stop_gk_emu_shared[] __attribute__((weak));
 

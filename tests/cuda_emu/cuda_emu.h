@@ -42,9 +42,12 @@
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 // A block's static shared memory: a function-local static (one per kernel instantiation,
-// shared by the block's threads; the blocks of a launch run one after another), in a section of
-// its own so that the runtime can poison all of it at the start of every block.
-#define __shared__ static __attribute__((section("gk_emu_shared")))
+// shared by the block's threads; the blocks of a launch run one after another). The build
+// renames the kernel file's .bss (where these land: a kernel file has no other zero-initialised
+// statics) to the section gk_emu_shared, which the runtime fills with NaN at the start of every
+// block. (A section attribute here would do it, but g++ 12 ignores one on the statics of a
+// function template.)
+#define __shared__ static
 
 // ------------------------------------------------------------------------------------------
 // Vector types
