@@ -313,8 +313,8 @@ def load_kernels():
     try:
         import gpt_kernels  # noqa: F401  (registers torch.ops.gpt_kernels.*)
     except ImportError as e:
-        raise UsageError(f"--kernels ext needs the compiled extension, which is not built ({e}). "
-                         f"Build it with `pip install -e .` in {HERE}, or use --kernels torch.") from None
+        raise UsageError(f"--kernels ext needs the compiled extension: {e} (in {HERE}). "
+                         "Or use --kernels torch, which needs no extension.") from None
 
 
 # ----------------------------------------------------------------------------- training helpers
@@ -364,12 +364,13 @@ def save_checkpoint(path, state):
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new, never half
-    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    os.replace(tmp, path)  # atomic: readers see the old file or the new, never half
+    if os.name == "posix":  # make the rename itself durable (Windows cannot open a directory)
+        dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def load_checkpoint(path):
@@ -413,7 +414,8 @@ def parse_args(argv=None):
                        "(default: the stdlib corpus, prepared on first use)")
     train.add_argument("--out-dir", default="out", help="where checkpoints, metrics and plots go (default out)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out-dir")
-    train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                       help="cpu, cuda, cuda:N or mps (default: cuda when a GPU is present)")
     train.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                        help="autocast dtype on CUDA (default bfloat16); the CPU trains in float32")
     train.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -486,9 +488,17 @@ def init_distributed(args):
     try:
         device = torch.device(args.device)
     except RuntimeError:
-        raise UsageError(f"--device {args.device} is not a device torch knows: use cpu, cuda or cuda:N.") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {args.device}: use cpu, cuda, cuda:N or mps.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda, but no CUDA GPU is available. Use --device cpu.")
+    if device.type == "mps":  # Apple silicon: the pure PyTorch path, in float32, one process
+        if not torch.backends.mps.is_available():
+            raise UsageError("--device mps, but this machine or this torch build has no MPS "
+                             "(Apple silicon GPU) backend. Use --device cpu.")
+        if "RANK" in os.environ:
+            raise UsageError("--device mps trains in one process: torchrun is not supported there.")
     if "RANK" not in os.environ:
         return 0, 1, device
     if device.type == "cuda":
@@ -510,6 +520,9 @@ def main(argv=None):
     ckpt_path = os.path.join(args.out_dir, "ckpt.pt")
     checkpoint = load_checkpoint(ckpt_path) if (args.resume or args.sample) else None
     config = resolve_config(args, checkpoint)
+    if config.kernels == "ext" and device.type == "mps":
+        raise UsageError("--kernels ext: the compiled kernels run on the CPU and on CUDA, not on "
+                         "MPS. Use --kernels torch (the default) with --device mps.")
     if config.kernels == "ext":
         load_kernels()
 

@@ -4,9 +4,19 @@
                                 # build and nvcc is found
     python setup.py build_ext --inplace   # fast rebuild while working on csrc/
 
+The compiled extension is optional: when it cannot be built (no C++ compiler, a compiler that
+rejects a flag, a failed compile), the install still succeeds and says why in one line; the
+pure PyTorch path (--kernels torch) needs no extension, and --kernels ext then stops at start
+with that reason. GPT_KERNELS_CUDA=1 or GPT_KERNELS_REQUIRED=1 make a failed build fail the
+install instead.
+
 Environment variables:
     GPT_KERNELS_CUDA=0|1      skip the CUDA kernels, or insist on them (fail if impossible);
                               unset: build them when possible
+    GPT_KERNELS_REQUIRED=1    fail the install if the CPU kernels cannot be built
+    GPT_KERNELS_NATIVE=0      compile for the baseline of the architecture, not -march=native
+    GPT_KERNELS_MARCH=ARCH    compile with -march=ARCH instead (e.g. x86-64-v2: the scalar paths,
+                              x86-64-v3: AVX2 without AVX-512; tests/test_simd_paths.py uses it)
     TORCH_CUDA_ARCH_LIST      GPU architectures to compile for (default "8.0;9.0" when no
                               GPU is visible; torch's own detection otherwise)
     CUDA_HOME                 the CUDA toolkit; found from nvcc or /usr/local/cuda when unset
@@ -19,7 +29,9 @@ launchers that register them with PyTorch.
 import glob
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 
 from setuptools import find_packages, setup
 
@@ -54,6 +66,48 @@ def find_cuda_home():
     return None
 
 
+def compiler_accepts(flags):
+    """Whether the C++ compiler that will build the extension compiles and links a small OpenMP
+    program with these flags (GCC and Clang on Linux do; Apple clang rejects -fopenmp; a machine
+    may have no compiler at all)."""
+    cxx = os.environ.get("CXX", "c++")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.cpp")
+        with open(src, "w") as f:
+            f.write("#include <cstdio>\nint main() {\n#pragma omp parallel\n  std::puts(\"\");\n}\n")
+        try:
+            run = subprocess.run([cxx, *flags, src, "-o", os.path.join(tmp, "probe")],
+                                 capture_output=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return run.returncode == 0
+
+
+def host_compiler_flags():
+    """(compile flags, link flags) for the CPU kernels: each GCC/Clang-only flag only where the
+    compiler takes it. Without OpenMP the kernels build single-threaded (at::parallel_for runs
+    its range in one call) rather than failing."""
+    if sys.platform == "win32":  # MSVC
+        return ["/O2", "/openmp"], []
+    cxx_flags = ["-O3", "-Wall", "-Wno-unused-function"]
+    link_flags = []
+    if compiler_accepts(["-fopenmp"]):
+        cxx_flags.append("-fopenmp")
+        link_flags.append("-fopenmp")
+    else:
+        print("gpt-pretrain: the C++ compiler does not take -fopenmp: the CPU kernels will run "
+              "single-threaded.")
+    # an editable build runs where it was built; GPT_KERNELS_NATIVE=0 for a portable build
+    march = os.environ.get("GPT_KERNELS_MARCH")
+    if march:
+        if not compiler_accepts([f"-march={march}"]):
+            sys.exit(f"gpt-pretrain: GPT_KERNELS_MARCH={march}, but the C++ compiler rejects -march={march}.")
+        cxx_flags.append(f"-march={march}")
+    elif os.environ.get("GPT_KERNELS_NATIVE", "1") == "1" and compiler_accepts(["-march=native"]):
+        cxx_flags.append("-march=native")
+    return cxx_flags, link_flags
+
+
 def extensions():
     try:
         import torch
@@ -83,11 +137,9 @@ def extensions():
 
     from torch.utils import cpp_extension
 
-    cxx_flags = ["-O3", "-fopenmp", "-Wall", "-Wno-unused-function"]
-    if os.environ.get("GPT_KERNELS_NATIVE", "1") == "1":
-        cxx_flags.append("-march=native")  # an editable build runs where it was built
+    cxx_flags, link_flags = host_compiler_flags()
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
-    kwargs = dict(extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])
+    kwargs = dict(extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
     if not build_cuda:
         return [cpp_extension.CppExtension("gpt_kernels._C", sources, **kwargs)]
 
@@ -107,9 +159,35 @@ def extensions():
                                         **kwargs)]
 
 
+BUILD_ERROR_FILE = os.path.join(ROOT, "gpt_kernels", "_build_error.txt")
+
+
 def build_ext_class():
+    """torch's BuildExtension, made optional: a failed build of the kernels leaves the reason in
+    gpt_kernels/_build_error.txt (gpt_kernels' ImportError quotes it) and lets the install go on,
+    unless GPT_KERNELS_CUDA=1 or GPT_KERNELS_REQUIRED=1 insist on the kernels."""
     from torch.utils.cpp_extension import BuildExtension
-    return BuildExtension.with_options(no_python_abi_suffix=True)
+
+    class OptionalBuildExtension(BuildExtension):
+        def run(self):
+            if os.path.exists(BUILD_ERROR_FILE):
+                os.remove(BUILD_ERROR_FILE)
+            try:
+                super().run()
+            except Exception as e:  # compile, link or toolchain errors of any kind
+                if os.environ.get("GPT_KERNELS_REQUIRED") == "1" or \
+                        os.environ.get("GPT_KERNELS_CUDA", "").lower() in ("1", "yes", "true", "on"):
+                    raise
+                reason = (" ".join(str(e).split()) or type(e).__name__).rstrip(".")
+                reason += f" (C++ compiler: {os.environ.get('CXX', 'c++')})"
+                with open(BUILD_ERROR_FILE, "w") as f:
+                    f.write(reason + "\n")
+                print(f"gpt-pretrain: the compiled kernels (gpt_kernels) could not be built: {reason}. "
+                      "The install goes on without them: --kernels torch works; for --kernels ext, "
+                      "fix the compiler error above and reinstall (pip install -e .), or set "
+                      "GPT_KERNELS_REQUIRED=1 to make this an error.", file=sys.stderr)
+
+    return OptionalBuildExtension.with_options(no_python_abi_suffix=True)
 
 
 setup(

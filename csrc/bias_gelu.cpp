@@ -89,7 +89,9 @@ void forward_row(const float* x, const float* b, float* out, int64_t n) {
   const __m256 half = _mm256_set1_ps(0.5f);
   for (; c + 8 <= n; c += 8) {
     const __m256 u = _mm256_add_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(b + c));
-    _mm256_storeu_ps(out + c, _mm256_mul_ps(_mm256_mul_ps(half, u), two_phi8(u, nullptr)));
+    const __m256 phi2 = two_phi8(u, nullptr);
+    const __m256 zero = _mm256_cmp_ps(phi2, _mm256_setzero_ps(), _CMP_EQ_OQ);  // gelu_math::gelu
+    _mm256_storeu_ps(out + c, _mm256_andnot_ps(zero, _mm256_mul_ps(_mm256_mul_ps(half, u), phi2)));
   }
 #endif
   for (; c < n; ++c) out[c] = gm::gelu(x[c] + b[c]);
@@ -104,7 +106,9 @@ void backward_row(const float* g, const float* x, const float* b, float* grad_x,
     const __m256 u = _mm256_add_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(b + c));
     __m256 e;
     const __m256 phi2 = two_phi8(u, &e);
-    const __m256 d = _mm256_fmadd_ps(half, phi2, _mm256_mul_ps(_mm256_mul_ps(u, e), inv_sqrt_2pi));
+    const __m256 e_zero = _mm256_cmp_ps(e, _mm256_setzero_ps(), _CMP_EQ_OQ);  // u * 0 := 0
+    const __m256 ue = _mm256_andnot_ps(e_zero, _mm256_mul_ps(u, e));
+    const __m256 d = _mm256_fmadd_ps(half, phi2, _mm256_mul_ps(ue, inv_sqrt_2pi));
     const __m256 gx = _mm256_mul_ps(_mm256_loadu_ps(g + c), d);
     _mm256_storeu_ps(grad_x + c, gx);
     _mm256_storeu_ps(acc + c, _mm256_add_ps(_mm256_loadu_ps(acc + c), gx));

@@ -216,7 +216,8 @@ int64_t check_targets_cpu(const at::Tensor& targets, int64_t V, int64_t ignore_i
 }
 
 // logits: contiguous (N, V); grad: contiguous (N, V) (may be logits itself) or undefined.
-// Returns the reduced loss in the logits' dtype.
+// Returns the loss in float32 (float64 for float64 logits), as F.cross_entropy under autocast:
+// a 16-bit loss would round the logged loss to ~0.03 and overflow a GradScaler's first step.
 at::Tensor ce_run_cpu(const at::Tensor& logits, const at::Tensor& targets, int64_t ignore_index,
                       int reduction, int64_t n_valid, at::Tensor* grad) {
   const int64_t N = logits.size(0), V = logits.size(1);
@@ -249,10 +250,10 @@ at::Tensor ce_run_cpu(const at::Tensor& logits, const at::Tensor& targets, int64
 #endif
     });
   });
-  if (reduction == kCeNone) return row_loss.to(logits.scalar_type());
+  if (reduction == kCeNone) return row_loss;
   at::Tensor total = row_loss.sum();
   if (reduction == kCeMean) total = total / static_cast<double>(n_valid);  // 0/0 = nan, as torch
-  return total.to(logits.scalar_type());
+  return total;
 }
 
 std::tuple<at::Tensor, at::Tensor> ce_fwd_cpu(const at::Tensor& logits_in,
@@ -313,6 +314,50 @@ void ce_scale_grad_cpu(at::Tensor& grad, const at::Tensor& grad_loss, const at::
   if (!g.is_same(grad)) grad.copy_(g);
 }
 
+// The backward for 16-bit logits: grad = upstream * d loss / d logits, recomputed from the logits
+// in fp32 and rounded once. The forward's 16-bit gradient is already final for an upstream
+// factor of exactly 1, so such rows (all of them for a "mean" or "sum" loss.backward()) are
+// skipped; any other factor (a GradScaler's 65536, a weighted "none" loss) would round twice if
+// it rescaled the stored gradient, and (p - y) / N under 2^-24 would already have flushed to 0.
+void ce_regrad_cpu(at::Tensor& grad, const at::Tensor& logits_in, const at::Tensor& grad_loss,
+                   const at::Tensor& targets_in, int64_t ignore_index,
+                   c10::string_view reduction_name) {
+  const int reduction = ce_reduction(reduction_name);
+  ce_check_inputs(logits_in, targets_in);
+  ce_check_regrad_args(grad, logits_in, grad_loss, targets_in, reduction);
+  const at::Tensor targets = targets_in.contiguous();
+  const int64_t V = logits_in.size(1);
+  const int64_t n_valid = check_targets_cpu(targets, V, ignore_index);
+  const auto acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor factors = grad_loss.reshape({-1}).to(acc_type).contiguous();
+  if (reduction != kCeNone && factors.item<double>() == 1.0) return;  // the usual case: free
+  const at::Tensor logits = logits_in.contiguous();
+  at::Tensor g = grad.is_contiguous() ? grad : grad.contiguous();
+  const int64_t N = g.size(0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g.scalar_type(), "ce_regrad_cpu", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    const scalar_t* x = logits.data_ptr<scalar_t>();
+    scalar_t* gp = g.data_ptr<scalar_t>();
+    const acc_t* fp = factors.data_ptr<acc_t>();
+    const int64_t* t = targets.data_ptr<int64_t>();
+    const acc_t base = reduction == kCeMean ? acc_t(1) / acc_t(n_valid) : acc_t(1);
+    at::parallel_for(0, N, std::max<int64_t>(1, 32768 / V), [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> xbuf, ebuf(V);
+      if constexpr (!std::is_same_v<scalar_t, acc_t>) xbuf.resize(V);
+      for (int64_t i = begin; i < end; ++i) {
+        const acc_t factor = fp[reduction == kCeNone ? i : 0];
+        if (t[i] == ignore_index || factor == acc_t(1)) continue;  // the forward's row stands
+        ce_row<scalar_t, acc_t>(x + i * V, gp + i * V, V, t[i], base * factor, xbuf.data(),
+                                ebuf.data());
+      }
+#if defined(CPU_CAPABILITY_AVX2)
+      _mm_sfence();
+#endif
+    });
+  });
+  if (!g.is_same(grad)) grad.copy_(g);
+}
+
 // The public op: the fused forward when the logits need a gradient, the loss-only one otherwise.
 // A CompositeImplicitAutograd kernel, so autograd and torch.compile see cross_entropy_fwd, whose
 // autograd formula and fake implementation are registered in gpt_kernels/cross_entropy.py.
@@ -336,6 +381,7 @@ TORCH_LIBRARY_IMPL(gpt_kernels, CPU, m) {
   m.impl("cross_entropy_fwd", &ce_fwd_cpu);
   m.impl("cross_entropy_fwd_inplace", &ce_fwd_inplace_cpu);
   m.impl("cross_entropy_scale_grad_", &ce_scale_grad_cpu);
+  m.impl("cross_entropy_regrad_", &ce_regrad_cpu);
 }
 
 }  // namespace gpt_kernels

@@ -53,4 +53,18 @@ inline void ce_check_scale_args(const at::Tensor& grad, const at::Tensor& grad_l
               "cross_entropy backward: grad, upstream gradient and targets must share a device");
 }
 
+// The arguments of the 16-bit backward (cross_entropy_regrad_): grad as made by the forward from
+// these logits, and the upstream gradient.
+inline void ce_check_regrad_args(const at::Tensor& grad, const at::Tensor& logits,
+                                 const at::Tensor& grad_loss, const at::Tensor& targets,
+                                 int reduction) {
+  ce_check_scale_args(grad, grad_loss, targets, reduction);
+  TORCH_CHECK(grad.sizes() == logits.sizes() && grad.scalar_type() == logits.scalar_type(),
+              "cross_entropy backward: grad must have the logits' shape and dtype, got ",
+              grad.sizes(), " ", grad.scalar_type(), " and ", logits.sizes(), " ",
+              logits.scalar_type());
+  TORCH_CHECK(grad.device() == logits.device(),
+              "cross_entropy backward: grad and logits must share a device");
+}
+
 }  // namespace gpt_kernels

@@ -89,18 +89,27 @@ GK_GELU_HD float two_phi(float u, float* e_out = nullptr) {
   return u < 0.0f ? erfc_a : 2.0f - erfc_a;
 }
 
-GK_GELU_HD float gelu(float u) { return 0.5f * u * two_phi(u); }
+// Where Phi(u) or exp(-u^2 / 2) is 0 (u below ~-13, or u = +-inf) the product with u is 0, not
+// u * 0: that is NaN at u = +-inf, and the limits are gelu(-inf) = 0, gelu'(+-inf) = 1 or 0.
+GK_GELU_HD float gelu(float u) {
+  const float phi2 = two_phi(u);
+  return phi2 == 0.0f ? 0.0f : 0.5f * u * phi2;
+}
 
 GK_GELU_HD float gelu_grad(float u) {
   float e;
   const float phi2 = two_phi(u, &e);
-  return 0.5f * phi2 + u * e * kInvSqrt2Pi;
+  return 0.5f * phi2 + (e == 0.0f ? 0.0f : u * e * kInvSqrt2Pi);
 }
 
-GK_GELU_HD double gelu(double u) { return 0.5 * u * erfc(-u * 0.70710678118654752440); }
+GK_GELU_HD double gelu(double u) {
+  const double phi2 = erfc(-u * 0.70710678118654752440);
+  return phi2 == 0.0 ? 0.0 : 0.5 * u * phi2;
+}
 
 GK_GELU_HD double gelu_grad(double u) {
-  return 0.5 * erfc(-u * 0.70710678118654752440) + u * exp(-0.5 * u * u) * 0.39894228040143267794;
+  const double e = exp(-0.5 * u * u);
+  return 0.5 * erfc(-u * 0.70710678118654752440) + (e == 0.0 ? 0.0 : u * e * 0.39894228040143267794);
 }
 
 }  // namespace gelu_math

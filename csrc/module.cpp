@@ -7,10 +7,35 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <string>
+
+// The instruction sets the CPU kernels were compiled for (-march): gpt_kernels._C.SIMD, e.g.
+// "avx512f avx2 fma" or "" for the scalar paths. tests/test_simd_paths.py checks each build.
+constexpr const char* kSimd = ""
+#if defined(__AVX512F__)
+    "avx512f "
+#endif
+#if defined(__AVX2__)
+    "avx2 "
+#endif
+#if defined(__FMA__)
+    "fma "
+#endif
+#if defined(__ARM_NEON)
+    "neon "
+#endif
+    ;
+
 extern "C" {
 PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
+  PyObject* module = PyModule_Create(&module_def);
+  if (module != nullptr) {
+    std::string simd(kSimd);
+    if (!simd.empty()) simd.pop_back();  // the trailing space
+    PyModule_AddStringConstant(module, "SIMD", simd.c_str());
+  }
+  return module;
 }
 }
 
@@ -23,7 +48,8 @@ TORCH_LIBRARY(gpt_kernels, m) {
   // forward otherwise; its autograd lives on cross_entropy_fwd (gpt_kernels/cross_entropy.py).
   m.def("cross_entropy(Tensor logits, Tensor targets, int ignore_index=-100, "
         "str reduction=\"mean\") -> Tensor");
-  // loss, and (compute_grad) d loss / d logits for an upstream gradient of 1, in one pass
+  // loss (float32 for 16-bit logits), and (compute_grad) d loss / d logits for an upstream
+  // gradient of 1, in one pass
   m.def("cross_entropy_fwd(Tensor logits, Tensor targets, int ignore_index, str reduction, "
         "bool compute_grad) -> (Tensor loss, Tensor grad)");
   // the same, with the gradient written over the logits (the caller's logits are dead)
@@ -31,6 +57,10 @@ TORCH_LIBRARY(gpt_kernels, m) {
         "str reduction) -> Tensor");
   // backward: grad *= upstream gradient (per row for "none"), skipped where it is 1
   m.def("cross_entropy_scale_grad_(Tensor(a!) grad, Tensor grad_loss, Tensor targets, "
+        "int ignore_index, str reduction) -> ()");
+  // backward for 16-bit logits: grad = upstream * d loss / d logits recomputed from the logits
+  // and rounded once (rows whose factor is exactly 1 keep the forward's gradient)
+  m.def("cross_entropy_regrad_(Tensor(a!) grad, Tensor logits, Tensor grad_loss, Tensor targets, "
         "int ignore_index, str reduction) -> ()");
 
   // Causal attention (csrc/causal_attention.cpp, csrc/cuda/causal_attention.*, gpt_kernels/attention.py).

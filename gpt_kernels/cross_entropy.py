@@ -13,10 +13,20 @@ How the ops fit together (schemas in csrc/module.cpp):
   cross_entropy_fwd          (loss, grad): the fused kernel; grad is d loss / d logits for an
                              upstream gradient of 1 (empty when compute_grad is False).
                              Its autograd formula below saves grad and hands it back.
-  cross_entropy_scale_grad_  the backward: grad *= upstream gradient in place, per row for "none";
-                             rows whose factor is exactly 1 are skipped, so the usual
-                             loss.backward() of a mean loss costs nothing (no device sync either:
-                             on CUDA each block reads its factor and returns when it is 1).
+  cross_entropy_scale_grad_  the float32/float64 backward: grad *= upstream gradient in place,
+                             per row for "none"; rows whose factor is exactly 1 are skipped, so
+                             the usual loss.backward() of a mean loss costs nothing (no device
+                             sync either: on CUDA each block reads its factor and returns when
+                             it is 1).
+  cross_entropy_regrad_      the bfloat16/float16 backward: rows whose factor is not exactly 1
+                             are recomputed from the logits in fp32 and rounded once, instead of
+                             rescaling a gradient already rounded to 16 bits (which rounds twice,
+                             and loses (p - y) / N below fp16's 2^-24 before a GradScaler's
+                             factor of 65536 could lift it). So the 16-bit path also saves the
+                             logits, as F.cross_entropy saves its N x V log-softmax.
+
+The loss is float32 for bfloat16/float16 logits (float64 for float64), as F.cross_entropy's is
+under autocast, for every reduction.
   cross_entropy_fwd_inplace  the fused kernel writing grad over the logits (see below).
 
 Why a composite public op rather than register_autograd on cross_entropy itself: an autograd
@@ -60,14 +70,21 @@ def _check(logits, targets, reduction):
     torch._check(reduction in _REDUCTIONS, lambda: f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got '{reduction}'")
 
 
+_SIXTEEN_BIT = (torch.bfloat16, torch.float16)
+
+
 def _loss_shape(logits, reduction):
     return (logits.shape[0],) if reduction == "none" else ()
+
+
+def _loss_dtype(logits):
+    return torch.float32 if logits.dtype in _SIXTEEN_BIT else logits.dtype
 
 
 @torch.library.register_fake("gpt_kernels::cross_entropy_fwd")
 def _cross_entropy_fwd_fake(logits, targets, ignore_index, reduction, compute_grad):
     _check(logits, targets, reduction)
-    loss = logits.new_empty(_loss_shape(logits, reduction))
+    loss = logits.new_empty(_loss_shape(logits, reduction), dtype=_loss_dtype(logits))
     grad = (torch.empty_like(logits, memory_format=torch.contiguous_format) if compute_grad
             else logits.new_empty((0,)))
     return loss, grad
@@ -76,7 +93,7 @@ def _cross_entropy_fwd_fake(logits, targets, ignore_index, reduction, compute_gr
 @torch.library.register_fake("gpt_kernels::cross_entropy_fwd_inplace")
 def _cross_entropy_fwd_inplace_fake(logits, targets, ignore_index, reduction):
     _check(logits, targets, reduction)
-    return logits.new_empty(_loss_shape(logits, reduction))
+    return logits.new_empty(_loss_shape(logits, reduction), dtype=_loss_dtype(logits))
 
 
 @torch.library.register_fake("gpt_kernels::cross_entropy_scale_grad_")
@@ -84,15 +101,24 @@ def _cross_entropy_scale_grad_fake(grad, grad_loss, targets, ignore_index, reduc
     return None
 
 
-def _scaled_grad(grad, grad_loss, targets, ignore_index, reduction):
-    """grad * upstream gradient: in place in eager mode when autograd frees the graph after this
-    backward; on a copy when the graph is kept (another backward will read grad again) or when
-    traced by torch.compile (functional graphs; inductor reinplaces the copy when it can)."""
+@torch.library.register_fake("gpt_kernels::cross_entropy_regrad_")
+def _cross_entropy_regrad_fake(grad, logits, grad_loss, targets, ignore_index, reduction):
+    return None
+
+
+def _scaled_grad(grad, grad_loss, targets, ignore_index, reduction, logits=None):
+    """grad * upstream gradient (recomputed from `logits` when given: the 16-bit path): in place
+    in eager mode when autograd frees the graph after this backward; on a copy when the graph is
+    kept (another backward will read grad again) or when traced by torch.compile (functional
+    graphs; inductor reinplaces the copy when it can)."""
     # traced: Dynamo (is_compiling) or AOTAutograd (FunctionalTensor / FakeTensor arguments)
     traced = torch.compiler.is_compiling() or type(grad) is not torch.Tensor
     if traced or torch._C._autograd._get_current_graph_task_keep_graph():
         grad = grad.clone()
-    torch.ops.gpt_kernels.cross_entropy_scale_grad_(grad, grad_loss, targets, ignore_index, reduction)
+    if logits is None:
+        torch.ops.gpt_kernels.cross_entropy_scale_grad_(grad, grad_loss, targets, ignore_index, reduction)
+    else:
+        torch.ops.gpt_kernels.cross_entropy_regrad_(grad, logits, grad_loss, targets, ignore_index, reduction)
     return grad
 
 
@@ -102,7 +128,8 @@ def _fwd_setup_context(ctx, inputs, output):
     # grad is an output only to be saved; without this, autograd would hand backward a zero
     # tensor of its size (N x V written for nothing) as "its gradient"
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(grad, targets)
+    # 16-bit: the backward recomputes from the logits unless the upstream factor is exactly 1
+    ctx.save_for_backward(grad, targets, logits if logits.dtype in _SIXTEEN_BIT else None)
     ctx.ignore_index, ctx.reduction, ctx.compute_grad = ignore_index, reduction, compute_grad
 
 
@@ -112,8 +139,9 @@ def _fwd_backward(ctx, grad_loss, _grad_of_grad):
                            "gradient; call torch.ops.gpt_kernels.cross_entropy instead")
     if grad_loss is None:  # the loss was not used (grads are not materialized): no gradient
         return None, None, None, None, None
-    grad, targets = ctx.saved_tensors
-    return _scaled_grad(grad, grad_loss, targets, ctx.ignore_index, ctx.reduction), None, None, None, None
+    grad, targets, logits = ctx.saved_tensors
+    return (_scaled_grad(grad, grad_loss, targets, ctx.ignore_index, ctx.reduction, logits),
+            None, None, None, None)
 
 
 torch.library.register_autograd("gpt_kernels::cross_entropy_fwd", _fwd_backward,
@@ -152,7 +180,9 @@ def cross_entropy_inplace(logits, targets, ignore_index=-100, reduction="mean"):
     For when the caller's logits are dead after the loss (the usual `logits = lm_head(x);
     loss = ...`): it saves the N x V gradient buffer. After the call `logits` holds
     d loss / d logits (for an upstream gradient of 1) and must not be read again: that is the
-    caller's promise, which no check can verify. What is checked: the version counter of the
+    caller's promise, which no check can verify. With bfloat16/float16 logits the logits are
+    gone when the backward runs, so an upstream factor other than 1 (a GradScaler's) rescales
+    the 16-bit gradient, rounding twice; cross_entropy recomputes it instead. What is checked: the version counter of the
     logits is bumped, so if another op saved the logits for its backward, backward raises
     autograd's in-place error rather than computing a wrong gradient; logits that are a leaf
     requiring grad are refused, as torch refuses in-place ops on them. Without grad (inference,

@@ -1,10 +1,21 @@
-"""Shared helpers for the tests: running the training script as a user would."""
+"""Shared helpers for the tests: running the training script as a user would, and the one rule
+for which tests run where.
+
+- Tests marked `cuda` (pytest.mark.cuda, or pytest.param("cuda", marks=pytest.mark.cuda)) run
+  only where a CUDA GPU is present AND gpt_kernels was built with its CUDA kernels; elsewhere
+  they are skipped with the reason. `python -m pytest -m cuda` runs them alone (bench/run_all.sh).
+- The compiled extension is expected to be built (`pip install -e .` builds it): if
+  `import gpt_kernels` fails, the run stops with the reason instead of skipping its tests.
+  GPT_KERNELS_OPTIONAL=1 opts out (a machine where the extension cannot build): then only the
+  tests of the pure PyTorch path run, and the summary says how many files were left out.
+"""
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "gpt_pretrain.py")
@@ -13,10 +24,66 @@ SCRIPT = os.path.join(ROOT, "gpt_pretrain.py")
 TINY = ["--context-len", "16", "--embed-dim", "32", "--n-head", "2", "--n-layer", "2",
         "--batch-size", "4", "--eval-iters", "2", "--warmup-iters", "2"]
 
+# Test files that exercise the compiled extension (each imports gpt_kernels).
+EXTENSION_TEST_FILES = ["test_attention.py", "test_bias_gelu.py", "test_cross_entropy.py",
+                        "test_dropout_add.py", "test_ext_model.py", "test_simd_paths.py",
+                        "test_emulated.py"]
 
-def run_script(*args, check=True, timeout=300):
+try:
+    import gpt_kernels
+    EXTENSION_ERROR = None
+except Exception as e:  # ImportError, or an OSError from a library built for another torch
+    gpt_kernels = None
+    EXTENSION_ERROR = f"{type(e).__name__}: {e}"
+EXTENSION_OPTIONAL = os.environ.get("GPT_KERNELS_OPTIONAL", "0") == "1"
+
+if EXTENSION_ERROR is not None and not EXTENSION_OPTIONAL:
+    raise pytest.UsageError(
+        f"gpt_kernels, the compiled extension, does not import ({EXTENSION_ERROR}).\n"
+        "Build it with `pip install -e .` (its output says why a build failed), or set "
+        "GPT_KERNELS_OPTIONAL=1 to run only the tests of the pure PyTorch path.")
+
+# tests/test_simd_paths.py runs the op tests against another build of the extension: make sure
+# that build is the one imported
+_expected = os.environ.get("GPT_KERNELS_EXPECT_BUILD")
+if _expected and gpt_kernels is not None and \
+        not os.path.abspath(gpt_kernels.__file__).startswith(os.path.abspath(_expected)):
+    raise pytest.UsageError(f"expected gpt_kernels from {_expected}, imported {gpt_kernels.__file__}")
+
+# pytest does not collect these when the user opted out of the extension
+collect_ignore = EXTENSION_TEST_FILES if EXTENSION_ERROR is not None else []
+
+
+def cuda_skip_reason():
+    """Why the `cuda` tests cannot run here, or None when they can."""
+    if not torch.cuda.is_available():
+        return "no CUDA GPU present"
+    if gpt_kernels is None or not gpt_kernels.has_cuda_kernels():
+        return ("gpt_kernels was built without its CUDA kernels (rebuild with GPT_KERNELS_CUDA=1 "
+                "to insist on them)")
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = cuda_skip_reason()
+    if reason is None:
+        return
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if EXTENSION_ERROR is not None:
+        terminalreporter.write_line(
+            f"GPT_KERNELS_OPTIONAL=1: {len(EXTENSION_TEST_FILES)} test files of the compiled "
+            f"extension were not run ({EXTENSION_ERROR})", yellow=True)
+
+
+def run_script(*args, check=True, timeout=300, env=None):
     """Run gpt_pretrain.py in a subprocess; returns the CompletedProcess."""
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), **(env or {})}
     result = subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True,
                             text=True, timeout=timeout, cwd=ROOT, env=env)
     if check and result.returncode != 0:

@@ -16,8 +16,7 @@ import torch
 import gpt_kernels  # noqa: F401
 
 ops = torch.ops.gpt_kernels
-HAS_CUDA = torch.cuda.is_available()
-cuda_only = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU present")
+cuda_only = pytest.mark.cuda  # skipped, saying why, without a GPU or CUDA kernels (conftest.py)
 DEVICES = ["cpu", pytest.param("cuda", marks=cuda_only)]
 # (device, dtype) pairs the kernels support
 DEVICE_DTYPES = [("cpu", torch.float32),
@@ -249,6 +248,34 @@ def test_cpu_and_cuda_draw_the_same_mask():
     out_cuda, _, rng_cuda = ops.causal_attention_forward(qc, kc, vc, p, 0.125, 99)
     assert torch.equal(rng_cpu, rng_cuda)
     assert rel_err(out_cuda, out_cpu) < TOL[torch.bfloat16]
+
+
+@cuda_only
+@pytest.mark.parametrize("offset", [1, 3, 8])
+def test_contiguous_views_at_an_odd_storage_offset_on_cuda(offset):
+    """q, k, v and grad_out contiguous but starting `offset` elements into their buffer: off a
+    16-byte boundary unless offset % 8 == 0. The launcher must copy such inputs to an aligned
+    buffer (x.contiguous() returns them unchanged), not let the 16-byte loads fault."""
+    B, H, T, D = 2, 3, 65, 64
+    numel = B * H * T * D
+    gen = torch.Generator().manual_seed(offset)
+
+    def at_offset():
+        buf = torch.randn(numel + offset, generator=gen).to("cuda", torch.bfloat16)
+        view = buf[offset:].view(B, H, T, D)
+        assert view.is_contiguous() and (view.data_ptr() % 16 == 0) == (offset % 8 == 0)
+        return view
+
+    q, k, v, grad = at_offset(), at_offset(), at_offset(), at_offset()
+    scale = 1 / math.sqrt(D)
+    out, lse, rng_state = ops.causal_attention_forward(q, k, v, 0.0, scale)
+    dq, dk, dv = ops.causal_attention_backward(grad, q, k, v, out, lse, rng_state, 0.0, scale)
+    torch.cuda.synchronize()  # a fault would surface here
+    q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
+    ref = reference(q64, k64, v64)
+    assert rel_err(out, ref) < TOL[torch.bfloat16]
+    for name, a, b in zip("qkv", (dq, dk, dv), torch.autograd.grad(ref, (q64, k64, v64), grad.double())):
+        assert rel_err(a, b) < 2 * TOL[torch.bfloat16], f"d{name}"
 
 
 @cuda_only

@@ -141,6 +141,8 @@ def write_tokens(path, ids):
     ("ext_head_size", "takes head sizes 32, 64 and 128"),
     ("no_checkpoint", "no checkpoint"),
     ("unwritable", "cannot write to --out-dir"),
+    ("unknown_device", "use cpu, cuda, cuda:N or mps"),
+    ("mps_or_ext_on_mps", "MPS"),
 ])
 def test_bad_input_gives_a_clear_error(tmp_path, case, message):
     data = tmp_path / "tokens.bin"
@@ -163,6 +165,10 @@ def test_bad_input_gives_a_clear_error(tmp_path, case, message):
         extra = ["--kernels", "ext", "--embed-dim", 48, "--n-head", 4]
     elif case == "no_checkpoint":
         extra = ["--resume"]
+    elif case == "unknown_device":
+        extra = ["--device", "tpu"]
+    elif case == "mps_or_ext_on_mps":  # no MPS here: that error; on a Mac: ext refused on MPS
+        extra = ["--device", "mps", "--kernels", "ext", "--embed-dim", 64]
     elif case == "unwritable":
         (tmp_path / "a_file").write_text("not a folder")
         out = tmp_path / "a_file" / "out"

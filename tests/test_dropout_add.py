@@ -16,8 +16,7 @@ import torch
 import gpt_kernels  # noqa: F401
 
 ops = torch.ops.gpt_kernels
-HAS_CUDA = torch.cuda.is_available()
-cuda_only = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU present")
+cuda_only = pytest.mark.cuda  # skipped, saying why, without a GPU or CUDA kernels (conftest.py)
 DEVICES = ["cpu", pytest.param("cuda", marks=cuda_only)]
 # (device, x dtype, residual dtype): the pairs the kernels take
 DTYPE_PAIRS = [("cpu", torch.float32, torch.float32), ("cpu", torch.float64, torch.float64),

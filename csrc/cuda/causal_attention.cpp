@@ -22,7 +22,9 @@ at::Tensor aligned_rows(const at::Tensor& t) {
   at::Tensor x = last_dim_contiguous(t);
   const bool aligned = reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 &&
                        x.stride(0) % 8 == 0 && x.stride(1) % 8 == 0 && x.stride(2) % 8 == 0;
-  return aligned ? x : x.contiguous();
+  // not x.contiguous(): that returns x itself when x is contiguous but its storage offset is
+  // not a multiple of 8 elements (buf[1:].view(B, H, T, D)), and the 16-byte loads would fault
+  return aligned ? x : x.clone(at::MemoryFormat::Contiguous);  // a fresh, aligned allocation
 }
 
 void set_strides(int64_t* dst, const at::Tensor& t) {

@@ -20,9 +20,14 @@
 //   ce_finalize_kernel  one block sums the per-row losses in a fixed order (deterministic, fp64
 //                       accumulation), divides by n_valid for "mean" (0/0 = nan, as torch) and
 //                       totals the counts for the launcher's target check.
-//   ce_scale_kernel     the backward: rows scaled in place by the upstream gradient; a block
-//                       returns at once where the factor is exactly 1 (the usual mean loss), so
-//                       loss.backward() costs one tiny launch and no device-to-host copy.
+//   ce_scale_kernel     the fp32/fp64 backward: rows scaled in place by the upstream gradient; a
+//                       block returns at once where the factor is exactly 1 (the usual mean
+//                       loss), so loss.backward() costs one tiny launch and no host round trip.
+//   regrad (ce_forward_kernel with factors): the 16-bit backward. Rescaling a stored 16-bit
+//                       gradient would round twice, and (p - y) / N below fp16's 2^-24 would be
+//                       gone before a GradScaler's factor could save it; so rows whose factor is
+//                       not exactly 1 are recomputed from the logits with scale = factor / n_valid
+//                       and rounded once (one more read of the logits, one write of the gradient).
 // Rows whose address is not 16-byte aligned (V * element size not a multiple of 16) start with
 // a scalar head up to the first 16-byte boundary; a scalar tail follows the last whole vector.
 // Offsets are 64-bit (N * V may exceed 2^31).
@@ -146,6 +151,7 @@ template <typename T, int BLOCK>
 __global__ void __launch_bounds__(BLOCK, 1024 / BLOCK)
 ce_forward_kernel(const T* logits, T* grad, const int64_t* __restrict__ targets,
                   typename Acc<T>::type* __restrict__ row_loss, const int* __restrict__ counts,
+                  const typename Acc<T>::type* __restrict__ factors, bool per_row,
                   int64_t N, int64_t V, int64_t ignore_index, int reduction) {
   using A = typename Acc<T>::type;
   using V16 = Vec16<T>;
@@ -158,18 +164,25 @@ ce_forward_kernel(const T* logits, T* grad, const int64_t* __restrict__ targets,
   // logits and grad are not __restrict__: grad may be the logits themselves (in place). Every
   // element is read (pass 1, pass 2) by the thread that later writes it, and x_t is read before
   // the barrier that precedes any write.
+  // Regrad mode (factors != null, the 16-bit backward): no loss is written, and a row whose
+  // upstream factor is exactly 1 keeps the gradient the forward wrote (the whole launch returns
+  // at once for the usual mean loss.backward()). The same branch for every thread of the block.
+  if (factors != nullptr && !per_row && factors[0] == A(1)) return;
   if (tid == 0) sh_scale = reduction == 1 ? A(1) / A(sum_counts(counts, 0)) : A(1);
   __syncthreads();
-  const A scale = sh_scale;  // 1/n_valid for "mean" (inf when no row counts: then unused)
+  const A base_scale = sh_scale;  // 1/n_valid for "mean" (inf when no row counts: then unused)
 
   for (int64_t row = blockIdx.x; row < N; row += gridDim.x) {
     const T* x = logits + row * V;
     T* g = grad ? grad + row * V : nullptr;
     const int64_t t = targets[row];
+    const A factor = factors != nullptr ? factors[per_row ? row : 0] : A(1);
+    if (factors != nullptr && (factor == A(1) || t == ignore_index || t < 0 || t >= V)) continue;
+    const A scale = base_scale * factor;
     if (t == ignore_index || t < 0 || t >= V) {  // the same for the whole block
       const bool ignored = t == ignore_index;
       const A fill = ignored ? A(0) : A(NAN);
-      if (tid == 0) row_loss[row] = fill;
+      if (tid == 0 && row_loss) row_loss[row] = fill;
       if (g) for (int64_t j = tid; j < V; j += BLOCK) g[j] = from_acc<T>(fill);
       continue;
     }
@@ -211,7 +224,7 @@ ce_forward_kernel(const T* logits, T* grad, const int64_t* __restrict__ targets,
       if (lane == 0) {
         const A lse = st.m + log_(st.s);
         sh_lse = lse;
-        row_loss[row] = lse - xt;
+        if (row_loss) row_loss[row] = lse - xt;
       }
     }
     __syncthreads();
@@ -250,7 +263,8 @@ ce_forward_kernel(const T* logits, T* grad, const int64_t* __restrict__ targets,
 // One block sums the per-row losses (fixed order: deterministic) and totals the counts.
 template <typename T>
 __global__ void __launch_bounds__(1024)
-ce_finalize_kernel(const typename Acc<T>::type* __restrict__ row_loss, T* __restrict__ out,
+ce_finalize_kernel(const typename Acc<T>::type* __restrict__ row_loss,
+                   typename Acc<T>::type* __restrict__ out,
                    int* __restrict__ counts, int64_t N, int reduction) {
   __shared__ double sh[32];
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -266,7 +280,7 @@ ce_finalize_kernel(const typename Acc<T>::type* __restrict__ row_loss, T* __rest
     for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
     if (lane == 0) {
       if (reduction == 1) s /= (double)sum_counts(counts, 0);  // 0/0 = nan when all ignored
-      out[0] = from_acc<T>(static_cast<typename Acc<T>::type>(s));
+      out[0] = static_cast<typename Acc<T>::type>(s);
     }
   }
 }
@@ -301,8 +315,10 @@ ce_scale_kernel(T* __restrict__ grad, const typename Acc<T>::type* __restrict__ 
 
 constexpr int64_t kMaxGrid = 2147483647;
 
+// factors == null: the forward. Otherwise the 16-bit backward's regrad (no loss written).
 template <typename T>
-cudaError_t forward_typed(const CeForwardArgs& a, cudaStream_t stream) {
+cudaError_t forward_typed(const CeForwardArgs& a, const void* factors, bool per_row,
+                          cudaStream_t stream) {
   using A = typename Acc<T>::type;
   const T* x = static_cast<const T*>(a.logits);
   T* g = static_cast<T*>(a.grad);
@@ -313,14 +329,16 @@ cudaError_t forward_typed(const CeForwardArgs& a, cudaStream_t stream) {
   const int64_t nvec = a.V / Vec16<T>::n;
   const unsigned grid = static_cast<unsigned>(a.N < kMaxGrid ? a.N : kMaxGrid);
 #define GPT_CE_LAUNCH(B)                                                                      \
-  ce_forward_kernel<T, B><<<grid, B, 0, stream>>>(x, g, a.targets, row_loss, a.counts, a.N, a.V, \
-                                                  a.ignore_index, a.reduction)
+  ce_forward_kernel<T, B><<<grid, B, 0, stream>>>(x, g, a.targets, row_loss, a.counts,        \
+                                                  static_cast<const A*>(factors), per_row, a.N, \
+                                                  a.V, a.ignore_index, a.reduction)
   if (nvec <= 128) GPT_CE_LAUNCH(128);
   else if (nvec <= 256) GPT_CE_LAUNCH(256);
   else GPT_CE_LAUNCH(512);
 #undef GPT_CE_LAUNCH
-  ce_finalize_kernel<T><<<1, 1024, 0, stream>>>(row_loss, static_cast<T*>(a.out), a.counts, a.N,
-                                                a.reduction);
+  if (factors == nullptr)
+    ce_finalize_kernel<T><<<1, 1024, 0, stream>>>(row_loss, static_cast<A*>(a.out), a.counts,
+                                                  a.N, a.reduction);
   return cudaGetLastError();
 }
 
@@ -340,10 +358,22 @@ cudaError_t scale_typed(void* grad, const void* scales, bool per_row, const int6
 
 cudaError_t ce_forward(const CeForwardArgs& args, cudaStream_t stream) {
   switch (args.dtype) {
-    case kCeF32: return forward_typed<float>(args, stream);
-    case kCeF64: return forward_typed<double>(args, stream);
-    case kCeF16: return forward_typed<__half>(args, stream);
-    case kCeBF16: return forward_typed<__nv_bfloat16>(args, stream);
+    case kCeF32: return forward_typed<float>(args, nullptr, false, stream);
+    case kCeF64: return forward_typed<double>(args, nullptr, false, stream);
+    case kCeF16: return forward_typed<__half>(args, nullptr, false, stream);
+    case kCeBF16: return forward_typed<__nv_bfloat16>(args, nullptr, false, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t ce_regrad(const CeForwardArgs& args, const void* factors, bool per_row,
+                      cudaStream_t stream) {
+  if (factors == nullptr || args.grad == nullptr) return cudaErrorInvalidValue;
+  switch (args.dtype) {
+    case kCeF32: return forward_typed<float>(args, factors, per_row, stream);
+    case kCeF64: return forward_typed<double>(args, factors, per_row, stream);
+    case kCeF16: return forward_typed<__half>(args, factors, per_row, stream);
+    case kCeBF16: return forward_typed<__nv_bfloat16>(args, factors, per_row, stream);
   }
   return cudaErrorInvalidValue;
 }

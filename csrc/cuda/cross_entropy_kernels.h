@@ -21,7 +21,7 @@ struct CeForwardArgs {
   void* grad;               // (N, V) contiguous, same alignment as logits (may be logits), or null
   const int64_t* targets;   // (N,) contiguous
   void* row_loss;           // (N,) fp32 (fp64 for fp64 logits): per-row loss, 0 where ignored
-  void* out;                // () dtype: the "mean" or "sum" loss (unused for "none")
+  void* out;                // () fp32 (fp64 for fp64): the "mean" or "sum" loss (not for "none")
   int* counts;              // kCeCountsSize ints (scratch; no zeroing needed)
   int64_t N, V, ignore_index;
   int reduction;            // 0 none, 1 mean, 2 sum (as CeReduction in ../cross_entropy.h)
@@ -31,6 +31,13 @@ struct CeForwardArgs {
 // count targets -> fused loss (+ gradient) kernel -> finalize (reduced loss, counts); all on
 // `stream`, no host synchronisation. Returns the launch error, if any.
 cudaError_t ce_forward(const CeForwardArgs& args, cudaStream_t stream);
+
+// The 16-bit backward: for each row whose factor (factors[per_row ? i : 0], fp32; fp64 for fp64)
+// is not exactly 1 and whose target is not ignored, args.grad's row = factor * d loss / d logits
+// recomputed from args.logits (the forward's scale, 1/n_valid for "mean", times the factor) and
+// rounded once; other rows are not touched. args.row_loss and args.out are not used.
+cudaError_t ce_regrad(const CeForwardArgs& args, const void* factors, bool per_row,
+                      cudaStream_t stream);
 
 // grad (N, V) contiguous *= scales[per_row ? i : 0] for the rows whose target is not
 // ignore_index; a row whose factor is exactly 1 is not touched. scales are fp32 (fp64 for fp64).

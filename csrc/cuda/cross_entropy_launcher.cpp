@@ -51,7 +51,7 @@ at::Tensor ce_run_cuda(const at::Tensor& logits, const at::Tensor& targets, int6
   const int64_t N = logits.size(0), V = logits.size(1);
   const auto acc_type = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor row_loss = at::empty({N}, logits.options().dtype(acc_type));
-  at::Tensor out = at::empty({}, logits.options());
+  at::Tensor out = at::empty({}, logits.options().dtype(acc_type));  // fp32 for 16-bit logits
   at::Tensor counts = at::empty({cuda::kCeCountsSize}, logits.options().dtype(at::kInt));
   cuda::CeForwardArgs a;
   a.logits = logits.data_ptr();
@@ -76,7 +76,7 @@ at::Tensor ce_run_cuda(const at::Tensor& logits, const at::Tensor& targets, int6
                   " is outside [0, ", V, ") and is not ignore_index (", ignore_index, ")");
     }
   }
-  if (reduction == kCeNone) return row_loss.to(logits.scalar_type());
+  if (reduction == kCeNone) return row_loss;
   return out;
 }
 
@@ -135,12 +135,48 @@ void ce_scale_grad_cuda(at::Tensor& grad, const at::Tensor& grad_loss, const at:
   if (!g.is_same(grad)) grad.copy_(g);
 }
 
+// The 16-bit backward (see cross_entropy_regrad_ in ../cross_entropy.cpp): recompute the rows
+// whose upstream factor is not exactly 1 from the logits, rounding once. No host round trip: the
+// kernel reads the factors on the device and returns at once when the single factor is 1.
+void ce_regrad_cuda(at::Tensor& grad, const at::Tensor& logits_in, const at::Tensor& grad_loss,
+                    const at::Tensor& targets_in, int64_t ignore_index,
+                    c10::string_view reduction_name) {
+  const int reduction = ce_reduction(reduction_name);
+  ce_check_inputs(logits_in, targets_in);
+  ce_check_regrad_args(grad, logits_in, grad_loss, targets_in, reduction);
+  c10::cuda::CUDAGuard guard(grad.device());
+  const auto acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor factors = grad_loss.reshape({-1}).to(acc_type).contiguous();
+  const at::Tensor logits = aligned_contiguous(logits_in), targets = targets_in.contiguous();
+  // the kernel reads the logits and writes the gradient as 16-byte vectors at the same offsets
+  const bool direct = grad.is_contiguous() &&
+      reinterpret_cast<uintptr_t>(grad.data_ptr()) % 16 == 0;
+  at::Tensor g = direct ? grad : grad.is_contiguous() ? grad.clone() : grad.contiguous();
+  at::Tensor counts = at::empty({cuda::kCeCountsSize}, logits.options().dtype(at::kInt));
+  cuda::CeForwardArgs a;
+  a.logits = logits.data_ptr();
+  a.grad = g.data_ptr();
+  a.targets = targets.data_ptr<int64_t>();
+  a.row_loss = nullptr;
+  a.out = nullptr;
+  a.counts = counts.data_ptr<int>();
+  a.N = logits.size(0);
+  a.V = logits.size(1);
+  a.ignore_index = ignore_index;
+  a.reduction = reduction;
+  a.dtype = ce_dtype(logits.scalar_type());
+  check_cuda(cuda::ce_regrad(a, factors.data_ptr(), reduction == kCeNone,
+                             c10::cuda::getCurrentCUDAStream()));
+  if (!g.is_same(grad)) grad.copy_(g);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(gpt_kernels, CUDA, m) {
   m.impl("cross_entropy_fwd", &ce_fwd_cuda);
   m.impl("cross_entropy_fwd_inplace", &ce_fwd_inplace_cuda);
   m.impl("cross_entropy_scale_grad_", &ce_scale_grad_cuda);
+  m.impl("cross_entropy_regrad_", &ce_regrad_cuda);
 }
 
 }  // namespace gpt_kernels
