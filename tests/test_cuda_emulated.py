@@ -177,6 +177,33 @@ def test_cross_entropy_special_values(libs, dtype, case):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction,upstream", [("mean", 1.0), ("mean", 65536.0), ("sum", 0.5), ("none", None)])
+@pytest.mark.parametrize("N,V", [(4, 37), (3, 4100)])
+def test_cross_entropy_regrad(libs, dtype, reduction, upstream, N, V):
+    """The 16-bit backward (ce_forward_kernel in regrad mode): rows whose upstream factor is not
+    exactly 1 recomputed from the logits and rounded once; the others keep the forward's
+    gradient. Compared with the CPU kernel (cross_entropy_regrad_) on the same gradient."""
+    lib = libs["cross_entropy"]
+    x, t = ce_inputs(N, V, dtype, seed=N * V)
+    grad = cuda_emu.ce_forward(lib, x, t, -100, reduction, True)["grad"]
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    if upstream is None:  # per row, one of them exactly 1
+        grad_loss = torch.rand(N, generator=gen(2)).to(acc) * 100
+        grad_loss[N // 2] = 1.0
+    else:
+        grad_loss = torch.tensor(upstream, dtype=acc)
+    r = cuda_emu.race_checked(lambda: cuda_emu.ce_regrad(lib, grad, x, grad_loss, t, -100, reduction), lib)
+    expected = grad.clone()
+    ops.cross_entropy_regrad_(expected, x, grad_loss, t, -100, reduction)
+    close(r["grad"], expected, dtype, "regrad vs CPU")
+    _, g64 = ce_reference(x, t, "sum" if reduction == "none" else reduction)
+    factor = grad_loss.double().reshape(-1, 1) if reduction == "none" else grad_loss.double()
+    close(r["grad"], g64 * factor, dtype, "regrad vs float64")
+    if upstream == 1.0:
+        assert torch.equal(r["grad"], grad)  # untouched: the kernel returns at once
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction,upstream", [("mean", 1.0), ("mean", 0.5), ("sum", 2.5), ("none", None)])
 @pytest.mark.parametrize("N,V", [(4, 37), (6, 1031)])
 def test_cross_entropy_scale_grad(libs, dtype, reduction, upstream, N, V):

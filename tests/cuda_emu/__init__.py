@@ -416,7 +416,7 @@ def ce_forward(lib, logits, targets, ignore_index=-100, reduction="mean", comput
         g = x if inplace else (b.empty((N, V), dt, "grad") if compute_grad else None)
         t = b.put(targets, "targets")
         row_loss = b.empty((N,), acc_dtype(dt), "row_loss")
-        out = b.empty((1,), dt, "out")
+        out = b.empty((1,), acc_dtype(dt), "out")  # the reduced loss: fp32 (fp64 for fp64)
         ncounts = lib.dll.emu_ce_counts_size()
         counts = b.empty((ncounts,), torch.int32, "counts")
         lib.call("emu_ce_forward", ctypes.c_void_p(x), ctypes.c_void_p(g), ctypes.c_void_p(t), ctypes.c_void_p(row_loss),
@@ -424,9 +424,28 @@ def ce_forward(lib, logits, targets, ignore_index=-100, reduction="mean", comput
                  ctypes.c_int64(ignore_index), ctypes.c_int(CE_REDUCTION[reduction]), ctypes.c_int(CE_DTYPE[dt]))
         cnt = b.get(counts, (ncounts,), torch.int32)
         return {"row_loss": b.get(row_loss, (N,), acc_dtype(dt)),
-                "out": b.get(out, (), dt) if reduction != "none" else None,
+                "out": b.get(out, (), acc_dtype(dt)) if reduction != "none" else None,
                 "grad": b.get(g, (N, V), dt) if g is not None else None,
                 "valid": cnt[-2:-1].clone(), "bad": cnt[-1:].clone()}
+
+
+def ce_regrad(lib, grad, logits, grad_loss, targets, ignore_index=-100, reduction="mean"):
+    """ce_regrad (the 16-bit backward): rows of grad whose upstream factor is not exactly 1
+    recomputed from the logits. Returns the new grad."""
+    N, V = logits.shape
+    factors = grad_loss.reshape(-1).to(acc_dtype(logits.dtype)).contiguous()
+    with Buffers(lib) as b:
+        x = b.put(logits, "logits")
+        g = b.put(grad, "grad")
+        t = b.put(targets, "targets")
+        f = b.put(factors, "factors")
+        ncounts = lib.dll.emu_ce_counts_size()
+        counts = b.empty((ncounts,), torch.int32, "counts")
+        lib.call("emu_ce_regrad", ctypes.c_void_p(x), ctypes.c_void_p(g), ctypes.c_void_p(t), ctypes.c_void_p(counts),
+                 ctypes.c_int64(N), ctypes.c_int64(V), ctypes.c_int64(ignore_index),
+                 ctypes.c_int(CE_REDUCTION[reduction]), ctypes.c_int(CE_DTYPE[logits.dtype]), ctypes.c_void_p(f),
+                 ctypes.c_int(reduction == "none"))
+        return {"grad": b.get(g, (N, V), logits.dtype)}
 
 
 def ce_scale_grad(lib, grad, grad_loss, targets, ignore_index=-100, reduction="mean"):
