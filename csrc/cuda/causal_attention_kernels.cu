@@ -39,7 +39,7 @@
 // 232 registers per thread there).
 //
 // Check: python -m pytest tests/test_attention.py (CUDA cases run when a GPU is present).
-// Written without a GPU; tests/test_cuda_emulated.py runs this very file on the CPU under the
+// Written without a GPU; tests/test_emulated.py runs this very file on the CPU under the
 // CUDA emulator (tests/cuda_emu: NaN-filled shared memory, WMMA semantics as documented, race
 // and memory checks) against the CPU kernel and a float64 reference.
 // Bench: python bench/attn_bench.py --device cuda

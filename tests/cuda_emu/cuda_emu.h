@@ -1,5 +1,5 @@
 // cuda_emu.h: a host emulation of the subset of CUDA that csrc/cuda/*.cu use, so that those very
-// files compile with g++ (-x c++) and run on the CPU in the tests (tests/test_cuda_emulated.py).
+// files compile with g++ (-x c++) and run on the CPU in the tests (tests/test_emulated.py).
 //
 // What it provides:
 //   - the qualifiers (__global__, __device__, __host__, __forceinline__, __launch_bounds__,
