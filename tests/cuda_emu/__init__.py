@@ -193,7 +193,11 @@ def build_many(ops, csrc=None, jobs=None):
     objdir = os.path.join(CACHE, "obj")
     runtime_obj = os.path.join(objdir, f"cuda_emu-{base}.o")
     tasks = [(os.path.join(HERE, "cuda_emu.cpp"), runtime_obj, [], ["-I", HERE])]
-    rewritten_dir = os.path.join(CACHE, "src")
+    # the kernel files of another tree (a copy with a planted bug) are built next to it, so that
+    # temporary copies do not pile up in the cache (the runtime and shims are shared)
+    own = csrc == os.path.abspath(os.path.join(ROOT, "csrc"))
+    kernel_dir = CACHE if own else os.path.join(os.path.dirname(csrc), "emu_build")
+    rewritten_dir = os.path.join(kernel_dir, "src")
     os.makedirs(rewritten_dir, exist_ok=True)
     libs = {}
     for op in ops:
@@ -206,7 +210,7 @@ def build_many(ops, csrc=None, jobs=None):
             with open(f"{src}.{os.getpid()}.tmp", "w") as f:
                 f.write(text)
             os.replace(f"{src}.{os.getpid()}.tmp", src)
-        objs = [runtime_obj, os.path.join(objdir, f"{op}-{key}.o")]
+        objs = [runtime_obj, os.path.join(kernel_dir, "obj", f"{op}-{key}.o")]
         tasks.append((src, objs[-1], CU_FLAGS, includes, True))
         if op != "selftest":
             shim = os.path.join(HERE, "shims", f"{op}.cpp")
@@ -214,7 +218,7 @@ def build_many(ops, csrc=None, jobs=None):
                 shim_key = _hash(base, f.read(), hdr_blob)
             objs.append(os.path.join(objdir, f"shim-{op}-{shim_key}.o"))
             tasks.append((shim, objs[-1], CU_FLAGS, includes))
-        libs[op] = (os.path.join(CACHE, "lib", f"lib{op}-{_hash(*objs)}.so"), objs)
+        libs[op] = (os.path.join(kernel_dir, "lib", f"lib{op}-{_hash(*objs)}.so"), objs)
     # the biggest files first: they bound the wall time
     tasks = [t for t in tasks if not os.path.exists(t[1])]
     tasks.sort(key=lambda t: -os.path.getsize(t[0]))
