@@ -176,6 +176,17 @@ def test_misaligned_16_byte_access_is_reported(selftest):
             selftest.call("selftest_load16", p(src), p(dst + 8))
 
 
+def test_stack_overflow_is_reported(selftest):
+    """A thread whose locals outgrow its fiber stack hits the guard page below it: an error,
+    not a crash of the test process."""
+    with cuda_emu.Buffers(selftest) as b:
+        op = b.empty((32,), torch.int32, "out")
+        selftest.call("selftest_stack", 4, p(op))
+        with pytest.raises(cuda_emu.EmulatorError, match="stack overflow"):
+            selftest.call("selftest_stack", 100, p(op))
+        selftest.call("selftest_stack", 4, p(op))  # and the next launch runs
+
+
 def test_shared_memory_over_48k_needs_the_attribute(selftest):
     with pytest.raises(cuda_emu.EmulatorError, match="more than 48 KiB of dynamic shared memory"):
         selftest.call("selftest_big_smem", 0)

@@ -490,6 +490,9 @@ std::string g_fault;
 void fault_landing() { abort_launch(g_fault, cudaErrorIllegalAddress); }
 
 struct sigaction g_old_segv, g_old_bus;
+stack_t g_old_altstack;
+// The handler runs on a stack of its own: a fault may be a fiber's stack overflowing.
+alignas(16) unsigned char g_altstack[64 * 1024];
 
 void on_fault(int sig, siginfo_t* si, void* uc_) {
   if (!rt.in_kernel || !g_cur) {  // not ours: the previous handler
@@ -517,14 +520,20 @@ void install_handlers() {
   struct sigaction sa;
   std::memset(&sa, 0, sizeof sa);
   sa.sa_sigaction = on_fault;
-  sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+  sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
   sigemptyset(&sa.sa_mask);
+  stack_t ss;
+  ss.ss_sp = g_altstack;
+  ss.ss_size = sizeof g_altstack;
+  ss.ss_flags = 0;
+  sigaltstack(&ss, &g_old_altstack);
   sigaction(SIGSEGV, &sa, &g_old_segv);
   sigaction(SIGBUS, &sa, &g_old_bus);
 }
 void restore_handlers() {
   sigaction(SIGSEGV, &g_old_segv, nullptr);
   sigaction(SIGBUS, &g_old_bus, nullptr);
+  sigaltstack(&g_old_altstack, nullptr);
 }
 
 void fill_canary(unsigned char* from, unsigned char* to) {

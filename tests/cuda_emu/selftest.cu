@@ -1,6 +1,7 @@
 // Small kernels that test the emulator itself (tests/test_cuda_emu_checks.py): WMMA semantics,
 // and one kernel per error the emulator must report (divergent barriers and collectives, a
-// deadlock, out-of-bounds and misaligned accesses, a launch over the shared-memory limit).
+// deadlock, out-of-bounds and misaligned accesses, a stack overflow, a launch over the
+// shared-memory limit).
 // Built like the project's .cu files; the extern "C" functions are the entry points.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -79,6 +80,18 @@ __global__ void smem_read_kernel(int64_t index, unsigned char* out) {
   if (threadIdx.x == 0 && out) out[0] = dyn[index];
 }
 
+// Recurses `depth` times with 1 KiB of locals per level: past the 32 KiB fiber stack.
+__device__ __noinline__ int deep(int depth, volatile int* sink) {
+  volatile int locals[256];
+  locals[depth % 256] = depth;
+  sink[0] = locals[depth % 256];
+  return depth == 0 ? 0 : deep(depth - 1, sink) + locals[0];
+}
+
+__global__ void stack_kernel(int depth, int* out) {
+  out[threadIdx.x] = deep(depth, out);
+}
+
 __global__ void load16_kernel(const unsigned char* in, unsigned char* out) {
   *reinterpret_cast<uint4*>(out) = *reinterpret_cast<const uint4*>(in);
 }
@@ -121,6 +134,10 @@ GK_EMU_API int selftest_smem_read(int64_t smem, int64_t index, unsigned char* ou
 }
 GK_EMU_API int selftest_load16(const unsigned char* in, unsigned char* out) {
   load16_kernel<<<1, 32>>>(in, out);
+  return cudaGetLastError();
+}
+GK_EMU_API int selftest_stack(int depth, int* out) {
+  stack_kernel<<<1, 32>>>(depth, out);
   return cudaGetLastError();
 }
 GK_EMU_API int selftest_big_smem(int set_attribute) {
