@@ -5,19 +5,22 @@ same Philox mask for dropout) and with a float64 reference.
 
 Each run is race-checked: the kernels run under four thread/block schedules
 (cuda_emu.SCHEDULES) whose results must agree bit for bit (dq of attention, summed with float
-atomics from several blocks, to one ulp of its dtype when the block order changes), with every buffer between
-guard pages (an out-of-bounds access fails the test naming the kernel, buffer and index) and
-shared memory filled with NaN at the start of every block.
+atomics from several blocks, to one ulp of its dtype when the block order changes), with every
+buffer between guard pages (an out-of-bounds access fails the test naming the kernel, buffer
+and index), outputs and shared memory filled with NaN (at the start of every block), and
+16-byte accesses checked for alignment.
 
 Tolerances, per dtype of the kernel's inputs and outputs (fp32 arithmetic inside for the 16-bit
 types, fp64 for fp64):
-  elementwise ops (cross_entropy loss and gradient, dropout_add, bias_gelu), via
+  elementwise ops (cross_entropy loss and gradients, dropout_add, bias_gelu), via
   torch.testing.assert_close(ours, expected, rtol, atol * max|expected|):
     float64   rtol 1e-12, atol 1e-12   (same formulas, different summation order)
     float32   rtol 1e-5,  atol 1e-6    (libm exp2/log vs the CPU's polynomials: a few ulp)
     bfloat16  rtol 1.6e-2, atol 1e-2   (outputs rounded to 8 bits: one ulp is 2^-8 relative, and
                                         the CPU and the emulator may round a tie differently)
     float16   rtol 2e-3,  atol 1e-3    (11 bits)
+  the bias gradient (a sum over rows): |error| <= rtol (sum_r |grad_x[r, c]| + |expected|) +
+  atol * max_c sum_r |grad_x[r, c]|, with the rtol and atol above
   causal attention (bf16/fp16 only on CUDA), as tests/test_attention.py measures it,
   ||ours - ref|| / (||ref|| + sqrt(numel)): bfloat16 2e-2, float16 5e-3 for out, and twice that
   for dq, dk, dv; lse (fp32) within 1e-4 of the CPU's and 2e-3 of the float64 reference.
