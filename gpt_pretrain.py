@@ -378,10 +378,10 @@ def save_checkpoint(path, state):
             os.close(dir_fd)
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, flag="--resume"):
     if not os.path.exists(path):
-        raise UsageError(f"--resume: no checkpoint at {path}. Start a run without --resume, "
-                         "or point --out-dir at the folder of an earlier run.")
+        raise UsageError(f"{flag}: no checkpoint at {path}. Point --out-dir at the folder of an "
+                         "earlier run" + (", or start a run without --resume." if flag == "--resume" else "."))
     try:
         # weights_only: a checkpoint from elsewhere must not be able to run code when loaded
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -414,7 +414,9 @@ def check_data_fits(pretrained, tokenizer_path, dataset_vocab, config, args):
 def export_hf(source, config, args):
     """--export-hf DIR: the checkpoint (or --init-from's model) as a transformers GPT-2 folder."""
     from support.hf import export_hf as write_gpt2
-    files = write_gpt2(source["model"], asdict(config), source.get("tokenizer"), args.export_hf)
+    # the checkpoint's own config too: an option GPTConfig no longer has must not vanish silently
+    files = write_gpt2(source["model"], {**source["config"], **asdict(config)}, source.get("tokenizer"),
+                       args.export_hf)
     print(f"wrote {args.export_hf}: {', '.join(files)}")
     if not source.get("tokenizer"):
         print("note: the run has no tokenizer (raw .bin data): only the model was exported.")
@@ -577,12 +579,14 @@ def main(argv=None):
     ckpt_path = os.path.join(args.out_dir, "ckpt.pt")
     pretrained = load_pretrained(args) if args.init_from else None  # GPT-2's weights, say
     reads_checkpoint = args.resume or ((args.sample or args.export_hf) and not pretrained)
-    checkpoint = load_checkpoint(ckpt_path) if reads_checkpoint else None
+    flag = "--resume" if args.resume else "--sample" if args.sample else "--export-hf"
+    checkpoint = load_checkpoint(ckpt_path, flag) if reads_checkpoint else None
     config = resolve_config(args, checkpoint, pretrained)
     if pretrained:  # trained on shorter windows: keep the first context_len positions
         pretrained["model"]["pos_emb.weight"] = pretrained["model"]["pos_emb.weight"][:config.context_len]
     if args.export_hf:  # convert and exit
-        export_hf(pretrained or checkpoint, config, args)
+        if is_main:
+            export_hf(pretrained or checkpoint, config, args)
         return
     if config.kernels == "ext" and device.type == "mps":
         raise UsageError("--kernels ext: the compiled kernels run on the CPU and on CUDA, not on "

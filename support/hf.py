@@ -178,9 +178,12 @@ def export_hf(state, config, tokenizer_path, out_dir):
     model = transformers.GPT2LMHeadModel(gpt2_config(config, eot_id))
     result = model.load_state_dict(to_hf_state_dict({k: v.float() for k, v in state.items()},
                                                     config["n_layer"]), strict=False)
-    # only lm_head.weight (tied to wte) and buffers of older transformers may be left out
-    assert not result.unexpected_keys and all(k == "lm_head.weight" or k.endswith("attn.bias")
-                                              or k.endswith("attn.masked_bias") for k in result.missing_keys), result
+    # every tensor is given (check_exportable): only lm_head.weight, tied to wte, and the
+    # attention-mask buffers of older transformers versions are left to the model
+    left = [k for k in result.missing_keys if k != "lm_head.weight" and not k.endswith(("attn.bias", "attn.masked_bias"))]
+    if left or result.unexpected_keys:
+        raise HFError(f"--export-hf: this transformers' GPT2LMHeadModel names its tensors otherwise: "
+                      f"{', '.join((left + result.unexpected_keys)[:5])}.")
     model.tie_weights()  # lm_head.weight = wte.weight
     model.generation_config.bos_token_id = model.generation_config.eos_token_id = eot_id
     try:
@@ -234,6 +237,9 @@ def config_from_gpt2(hf):
     if hf.get("model_type") != "gpt2":
         raise HFError(f"--init-from: {where} holds a {hf.get('model_type')!r} model; only GPT-2 "
                       "(model_type 'gpt2', GPT2LMHeadModel) has our GPT's architecture.")
+    lacking = [k for k in ("n_positions", "vocab_size", "n_embd", "n_head", "n_layer") if not hf.get(k)]
+    if lacking:
+        raise HFError(f"--init-from: the config.json of {where} lacks {', '.join(lacking)}.")
     act = hf.get("activation_function", "gelu_new")
     problems = []
     if act not in GELU_OF:
@@ -270,6 +276,8 @@ def load_pretrained(source):
             hf = json.load(f)
     except (OSError, ValueError) as e:
         raise HFError(f"--init-from {source}: cannot read {config_path}: {e}") from None
+    if not isinstance(hf, dict):
+        raise HFError(f"--init-from {source}: {config_path} is not a JSON object.")
     config = config_from_gpt2({**hf, "_source": folder})
     try:
         model, info = transformers.GPT2LMHeadModel.from_pretrained(folder, output_loading_info=True)

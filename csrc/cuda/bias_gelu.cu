@@ -3,10 +3,10 @@
 // picks its own FMA contractions, and the partial rows are added in another order):
 //   forward   out[r, c] = gelu(x[r, c] + bias[c])
 //   backward  grad_x[r, c] = grad_out[r, c] * gelu'(x[r, c] + bias[c]);
-//   gelu is the exact (erf) GELU, or its tanh approximation when p.approximate is 1 (a flag
-//   the same for every thread: the branch does not diverge);
 //             partial[blk, c] = sum of grad_x[r, c] over the 32 rows r of block blk (fp32),
 //             grad_bias[c] = sum over blk of partial[blk, c] (a second, small kernel)
+//   gelu is the exact (erf) GELU, or its tanh approximation when p.approximate is 1 (one flag
+//   for every thread of the launch: the branch does not diverge).
 // Mapping: forward, one thread block per row (grid-stride over rows), threads across the row's
 // columns, so a warp reads 32 adjacent elements (rows narrower than 256 leave threads idle; the
 // model's are ff_dim = 4 x embed_dim wide, 1536 by default). Backward, a thread per (column,
