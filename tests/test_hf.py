@@ -79,6 +79,18 @@ def test_init_from_a_gpt2_folder_gives_transformers_logits(tmp_path, activation,
     assert ours.head.weight is ours.token_emb.weight  # still tied after loading
 
 
+def test_init_from_runs_on_the_fused_kernels(tmp_path):
+    """--kernels ext with GPT-2's tanh GELU (bias_gelu(..., "tanh")) gives transformers' logits too."""
+    pytest.importorskip("gpt_kernels", reason="the compiled extension is not built")
+    reference = small_gpt2(tmp_path / "gpt2", n_embd=64, n_head=2)  # head size 32: the fused attention's
+    loaded = hf.load_pretrained(str(tmp_path / "gpt2"))
+    ours = GPT(GPTConfig(**loaded["config"], kernels="ext")).eval()
+    ours.load_state_dict(loaded["model"])
+    x = random_tokens(71, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x).logits, **TOL)
+
+
 def test_init_from_takes_n_inner(tmp_path):
     reference = small_gpt2(tmp_path / "gpt2", n_inner=80)
     loaded = hf.load_pretrained(str(tmp_path / "gpt2"))
