@@ -22,6 +22,7 @@ Conv1D stores its weight as (in, out) where nn.Linear stores (out, in):
 transformers and safetensors are needed only here (pip install transformers safetensors); the
 training script imports this module only for --export-hf and --init-from.
 """
+import glob
 import json
 import os
 import re
@@ -159,6 +160,14 @@ def _name_tokenizer_class(path):
         json.dump(tokenizer_config, f, indent=2)
 
 
+# what transformers reads from a model folder: an earlier export's copies must not survive
+# (a stale tokenizer.json would load with the new model)
+PREVIOUS_EXPORT = ("config.json", "generation_config.json", "model.safetensors*", "model-*.safetensors",
+                   "pytorch_model*.bin*", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
+                   "chat_template.jinja")
+
+
 def export_hf(state, config, tokenizer_path, out_dir):
     """Write out_dir: config.json, generation_config.json, model.safetensors and, when the run has
     one, its tokenizer for transformers (tokenizer.json + tokenizer_config.json, <|endoftext|> as
@@ -172,8 +181,11 @@ def export_hf(state, config, tokenizer_path, out_dir):
         raise HFError(f"--export-hf {out_dir} is a file: give a folder to write.")
     try:
         os.makedirs(out_dir, exist_ok=True)
+        for pattern in PREVIOUS_EXPORT:
+            for path in glob.glob(os.path.join(glob.escape(out_dir), pattern)):
+                os.remove(path)
     except OSError as e:
-        raise HFError(f"--export-hf: cannot create {out_dir}: {e.strerror}.") from None
+        raise HFError(f"--export-hf: cannot write to {out_dir}: {e.strerror}.") from None
 
     model = transformers.GPT2LMHeadModel(gpt2_config(config, eot_id))
     result = model.load_state_dict(to_hf_state_dict({k: v.float() for k, v in state.items()},

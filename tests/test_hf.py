@@ -196,7 +196,10 @@ def test_cli_init_from_trains_samples_and_exports(tmp_path):
     assert checkpoint["config"]["gelu"] == "tanh" and checkpoint["config"]["context_len"] == 16
     assert checkpoint["model"]["pos_emb.weight"].shape == (16, 48)
 
+    (tmp_path / "exported").mkdir()  # an earlier export's tokenizer must not survive this one's
+    (tmp_path / "exported" / "tokenizer.json").write_text("{}")
     exported = run_script("--out-dir", out, "--export-hf", tmp_path / "exported", env=OFFLINE)
+    assert not (tmp_path / "exported" / "tokenizer.json").exists()
     assert "model.safetensors" in exported.stdout and "no tokenizer" in exported.stdout
     model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "exported").eval()
     assert model.config.n_positions == 16 and model.config.activation_function == "gelu_new"
