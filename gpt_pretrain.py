@@ -5,6 +5,8 @@
     python gpt_pretrain.py --resume                 # continue the run in --out-dir
     python gpt_pretrain.py --sample --prompt "def " # sample from the run's checkpoint
     python gpt_pretrain.py --kernels ext            # fused kernels from csrc/ (pip install -e .)
+    python gpt_pretrain.py --export-hf hf_model     # the run as a transformers GPT-2 folder
+    python gpt_pretrain.py --init-from gpt2 --sample  # start from GPT-2's weights (a folder or hub name)
 
 Sections: config, data, model, training helpers (schedule, evaluation, checkpoints,
 sampling), then main() with the training loop. With no --data the default corpus (this
@@ -33,6 +35,7 @@ from tqdm import tqdm
 from support.distributed import any_rank, gather_from_ranks, mean_over_ranks
 from support.plots import plot_losses
 from support.runtime import warn_if_slow_on_cpu
+from support.hf import HFError
 from support.sampling import sample_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -56,6 +59,7 @@ class GPTConfig:
     dropout: float = 0.1
     attention: str = "sdpa"   # "sdpa": F.scaled_dot_product_attention; "explicit": written out
     kernels: str = "torch"    # "torch": pure PyTorch; "ext": the fused kernels of gpt_kernels
+    gelu: str = "exact"       # "exact": erf GELU; "tanh": its tanh approximation (GPT-2's weights)
 
 
 # Training defaults: the reference hyperparameters, plus what users of such tools expect.
@@ -237,15 +241,16 @@ class MLP(nn.Module):
         self.proj = nn.Linear(config.ff_dim, config.embed_dim)
         self.proj.is_residual_projection = True
         self.kernels = config.kernels
+        self.approximate = "tanh" if config.gelu == "tanh" else "none"  # F.gelu's name for it
 
     def forward(self, x):
         if self.kernels == "ext":
             # a bias-free matmul, then bias + GELU in one pass (csrc/bias_gelu.cpp); the bias
             # in the matmul's dtype, as F.linear casts it under autocast
             h = F.linear(x, self.fc.weight)
-            h = torch.ops.gpt_kernels.bias_gelu(h, self.fc.bias.to(h.dtype))
+            h = torch.ops.gpt_kernels.bias_gelu(h, self.fc.bias.to(h.dtype), self.approximate)
         else:
-            h = F.gelu(self.fc(x))  # (B, T, ff_dim)
+            h = F.gelu(self.fc(x), approximate=self.approximate)  # (B, T, ff_dim)
         return self.proj(h)
 
 
@@ -373,15 +378,49 @@ def save_checkpoint(path, state):
             os.close(dir_fd)
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, flag="--resume"):
     if not os.path.exists(path):
-        raise UsageError(f"--resume: no checkpoint at {path}. Start a run without --resume, "
-                         "or point --out-dir at the folder of an earlier run.")
+        raise UsageError(f"{flag}: no checkpoint at {path}. Point --out-dir at the folder of an "
+                         "earlier run" + (", or start a run without --resume." if flag == "--resume" else "."))
     try:
         # weights_only: a checkpoint from elsewhere must not be able to run code when loaded
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UsageError(f"cannot read checkpoint {path}: {e}") from None
+
+
+def load_pretrained(args):
+    """--init-from: a GPT-2 model (transformers folder or hub name) as {"model": our state dict,
+    "config": GPTConfig fields, "tokenizer": tokenizer.json or None}; support/hf.py converts."""
+    if args.resume:
+        raise UsageError("--init-from starts a new run from a GPT-2 model, --resume continues the run "
+                         f"in {args.out_dir}: use one of them.")
+    from support.hf import load_pretrained as load_gpt2
+    return load_gpt2(args.init_from)
+
+
+def check_data_fits(pretrained, tokenizer_path, dataset_vocab, config, args):
+    """--init-from with a dataset folder: the same tokenizer, and no ids past the model's vocab."""
+    from support.hf import same_vocabulary
+    if tokenizer_path and pretrained["tokenizer"] and not same_vocabulary(tokenizer_path, pretrained["tokenizer"]):
+        raise UsageError(f"--init-from {args.init_from}: the dataset's tokenizer ({tokenizer_path}) is not "
+                         f"the model's ({pretrained['tokenizer']}), so its token ids mean other text. "
+                         "Tokenize the text with the model's tokenizer into a raw uint16 .bin for --data.")
+    if dataset_vocab and dataset_vocab > config.vocab_size:
+        raise UsageError(f"--init-from {args.init_from}: the dataset has a vocabulary of {dataset_vocab} "
+                         f"tokens, the model {config.vocab_size}.")
+
+
+def export_hf(source, config, args):
+    """--export-hf DIR: the checkpoint (or --init-from's model) as a transformers GPT-2 folder."""
+    from support.hf import export_hf as write_gpt2
+    # the checkpoint's own config too: an option GPTConfig no longer has must not vanish silently
+    files = write_gpt2(source["model"], {**source["config"], **asdict(config)}, source.get("tokenizer"),
+                       args.export_hf)
+    print(f"wrote {args.export_hf}: {', '.join(files)}")
+    if not source.get("tokenizer"):
+        print("note: the run has no tokenizer (raw .bin data): only the model was exported.")
+    print(f"load it with transformers.AutoModelForCausalLM.from_pretrained({args.export_hf!r})")
 
 
 def print_sample(model, tokenizer_path, args, device):
@@ -400,8 +439,8 @@ def parse_args(argv=None):
     # (--resume), else the preset, else the defaults, and an explicit flag wins over all.
     model = p.add_argument_group("model (defaults: the reference config)")
     for f in fields(GPTConfig):
-        kind = {"attention": dict(choices=["sdpa", "explicit"]),
-                "kernels": dict(choices=["torch", "ext"])}.get(f.name, dict(type=type(f.default)))
+        kind = {"attention": dict(choices=["sdpa", "explicit"]), "kernels": dict(choices=["torch", "ext"]),
+                "gelu": dict(choices=["exact", "tanh"])}.get(f.name, dict(type=type(f.default)))
         model.add_argument("--" + f.name.replace("_", "-"), default=None, **kind,
                            help=f"default {f.default}" + (" (4 x embed-dim)" if f.name == "ff_dim" else ""))
     train = p.add_argument_group("training")
@@ -421,6 +460,13 @@ def parse_args(argv=None):
     train.add_argument("--compile", action="store_true", help="torch.compile the model")
     train.add_argument("--dist-timeout", type=float, default=600,
                        help="seconds a rank waits for the others under torchrun before the job fails (default 600)")
+    hub = p.add_argument_group("Hugging Face (needs pip install transformers safetensors; support/hf.py)")
+    hub.add_argument("--init-from", metavar="DIR|NAME",
+                     help="start from a GPT-2 model: a transformers folder, or a hub name (gpt2, "
+                     "gpt2-medium, ...) when online; the model config comes from it")
+    hub.add_argument("--export-hf", metavar="DIR",
+                     help="write the checkpoint in --out-dir (or --init-from's model) as a transformers "
+                     "GPT-2 folder (AutoModelForCausalLM, AutoTokenizer) and exit")
     sample = p.add_argument_group("sampling")
     sample.add_argument("--sample", action="store_true", help="only sample from the checkpoint in --out-dir")
     sample.add_argument("--prompt", default="", help="text to continue (default: start of a file)")
@@ -430,20 +476,31 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def resolve_config(args, checkpoint):
-    """Layer defaults < preset < checkpoint < explicit flags into GPTConfig and args."""
+def resolve_config(args, checkpoint, pretrained=None):
+    """Layer defaults < preset < checkpoint or --init-from's model < explicit flags into GPTConfig
+    and args."""
     explicit = {k: v for k, v in vars(args).items() if v is not None}
     base = {**asdict(GPTConfig()), **TRAIN_DEFAULTS, **PRESETS.get(args.preset, {})}
     if "embed_dim" in explicit and "ff_dim" not in explicit:
         base["ff_dim"] = 4 * explicit["embed_dim"]
     if checkpoint:
         saved = {**checkpoint["config"], **checkpoint["train_args"]}
-        shape = ("context_len", "vocab_size", "embed_dim", "n_head", "n_layer", "ff_dim")
-        clash = [f"{k}={explicit[k]} (checkpoint: {saved[k]})" for k in shape
-                 if k in explicit and explicit[k] != saved[k]]
+        shape = ("context_len", "vocab_size", "embed_dim", "n_head", "n_layer", "ff_dim", "gelu")
+        clash = [f"{k}={explicit[k]} (checkpoint: {saved.get(k, base[k])})" for k in shape
+                 if k in explicit and explicit[k] != saved.get(k, base[k])]
         if clash:
             raise UsageError(f"--resume: the checkpoint in {args.out_dir} has another model shape: "
                              f"{', '.join(clash)}. Drop those flags or use another --out-dir.")
+        base.update(saved)
+    if pretrained:  # its shape is fixed, but it can be trained on shorter windows
+        saved = pretrained["config"]
+        clash = [f"{k}={explicit[k]} (the model: {saved[k]})" for k in saved
+                 if k in explicit and explicit[k] != saved[k] and k not in ("context_len", "dropout")]
+        if explicit.get("context_len", 0) > saved["context_len"]:
+            clash.append(f"context_len={explicit['context_len']} (the model has {saved['context_len']} positions)")
+        if clash:
+            raise UsageError(f"--init-from {args.init_from}: the model has another shape: {', '.join(clash)}. "
+                             "Drop those flags (--context-len may be smaller than the model's).")
         base.update(saved)
     merged = {**base, **explicit}
     config = GPTConfig(**{f.name: merged[f.name] for f in fields(GPTConfig)})
@@ -460,6 +517,8 @@ def resolve_config(args, checkpoint):
         raise UsageError("sizes, --batch-size, --grad-accum and --iters must be positive.")
     if not 0.0 <= config.dropout < 1.0:
         raise UsageError(f"--dropout {config.dropout} is outside [0, 1).")
+    if config.gelu not in ("exact", "tanh"):
+        raise UsageError(f"gelu {config.gelu!r}: use exact or tanh.")
     for name in ("eval_interval", "ckpt_interval", "log_interval", "eval_iters"):
         setattr(args, name, max(1, getattr(args, name)))
     return config
@@ -518,8 +577,17 @@ def main(argv=None):
     rank, world, device = init_distributed(args)
     is_main = rank == 0  # only rank 0 prints, evaluates, writes metrics and checkpoints
     ckpt_path = os.path.join(args.out_dir, "ckpt.pt")
-    checkpoint = load_checkpoint(ckpt_path) if (args.resume or args.sample) else None
-    config = resolve_config(args, checkpoint)
+    pretrained = load_pretrained(args) if args.init_from else None  # GPT-2's weights, say
+    reads_checkpoint = args.resume or ((args.sample or args.export_hf) and not pretrained)
+    flag = "--resume" if args.resume else "--sample" if args.sample else "--export-hf"
+    checkpoint = load_checkpoint(ckpt_path, flag) if reads_checkpoint else None
+    config = resolve_config(args, checkpoint, pretrained)
+    if pretrained:  # trained on shorter windows: keep the first context_len positions
+        pretrained["model"]["pos_emb.weight"] = pretrained["model"]["pos_emb.weight"][:config.context_len]
+    if args.export_hf:  # convert and exit
+        if is_main:
+            export_hf(pretrained or checkpoint, config, args)
+        return
     if config.kernels == "ext" and device.type == "mps":
         raise UsageError("--kernels ext: the compiled kernels run on the CPU and on CUDA, not on "
                          "MPS. Use --kernels torch (the default) with --device mps.")
@@ -527,9 +595,10 @@ def main(argv=None):
         load_kernels()
 
     if args.sample:  # sampling only: no data needed, the checkpoint knows its tokenizer
+        source = pretrained or checkpoint
         model = GPT(config).to(device)
-        model.load_state_dict(checkpoint["model"])
-        print_sample(model, checkpoint.get("tokenizer"), args, device)
+        model.load_state_dict(source["model"])
+        print_sample(model, source.get("tokenizer"), args, device)
         return
 
     data_location = args.data or (checkpoint or {}).get("data")
@@ -541,8 +610,11 @@ def main(argv=None):
     if not is_main:
         dataset = find_dataset(data_location, config.vocab_size)
     train_path, val_path, tokenizer_path, dataset_vocab = dataset
-    if dataset_vocab and args.vocab_size is None and not checkpoint:
+    if dataset_vocab and args.vocab_size is None and not checkpoint and not pretrained:
         config.vocab_size = dataset_vocab  # a dataset folder says its own vocab size
+    if pretrained:  # the data's token ids must mean what they meant to the model
+        check_data_fits(pretrained, tokenizer_path, dataset_vocab, config, args)
+    tokenizer_path = tokenizer_path or (checkpoint or pretrained or {}).get("tokenizer")
     train_set, val_set = make_datasets(train_path, val_path, config.vocab_size, config.context_len)
 
     torch.manual_seed(args.seed)  # the same initial weights on every rank
@@ -555,7 +627,11 @@ def main(argv=None):
         step = checkpoint["step"]
         if is_main:
             print(f"resuming from {ckpt_path} at iteration {step}")
-    elif os.path.exists(ckpt_path) and is_main:
+    elif pretrained:
+        model.load_state_dict(pretrained["model"])
+        if is_main:
+            print(f"starting from {pretrained['source']} ({config.gelu} GELU)")
+    if not checkpoint and os.path.exists(ckpt_path) and is_main:
         print(f"note: {ckpt_path} exists and will be replaced by this new run (use --resume to continue it)")
     torch.manual_seed(args.seed + rank)  # but different dropout masks
 
@@ -706,6 +782,6 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except UsageError as e:
+    except (UsageError, HFError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

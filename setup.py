@@ -237,7 +237,9 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["gpt_kernels"]),
     install_requires=["torch", "numpy", "tqdm", "tokenizers"],
-    extras_require={"test": ["pytest", "matplotlib"], "plot": ["matplotlib"]},
+    # transformers + safetensors: only --export-hf and --init-from need them (support/hf.py)
+    extras_require={"test": ["pytest", "matplotlib", "transformers", "safetensors"],
+                    "plot": ["matplotlib"], "hf": ["transformers", "safetensors"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": build_ext_class()},
 )

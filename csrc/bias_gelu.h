@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <string_view>
 
 namespace gpt_kernels {
 
@@ -25,6 +26,14 @@ inline void check_bias_gelu_inputs(const at::Tensor& x, const at::Tensor& bias, 
   TORCH_CHECK(x.scalar_type() == bias.scalar_type(), op, ": x and bias must have the same dtype; got x ",
               x.scalar_type(), ", bias ", bias.scalar_type(),
               " (cast one, e.g. bias.to(x.dtype); under torch.autocast on CUDA both become bfloat16)");
+}
+
+// approximate: "none" (the exact erf GELU) or "tanh" (its tanh approximation), as F.gelu takes
+// it. Returns whether it is the tanh form.
+inline bool gelu_is_tanh(std::string_view approximate, const char* op) {
+  TORCH_CHECK(approximate == "none" || approximate == "tanh", op,
+              ": approximate must be 'none' (the exact GELU) or 'tanh', got '", approximate, "'");
+  return approximate == "tanh";
 }
 
 inline void check_bias_gelu_backward_inputs(const at::Tensor& grad_out, const at::Tensor& x,

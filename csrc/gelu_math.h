@@ -1,5 +1,6 @@
-// The exact (erf) GELU and its derivative, in the form the CPU and CUDA kernels of bias_gelu
-// share (torch-free header; csrc/bias_gelu.cpp has an AVX2 copy of the float formulas).
+// The exact (erf) GELU, GPT-2's tanh approximation of it, and their derivatives, in the form
+// the CPU and CUDA kernels of bias_gelu share (torch-free header; csrc/bias_gelu.cpp has an AVX2
+// copy of the float formulas). The tanh form is described above gelu_tanh below.
 //
 //   gelu(u)  = u * Phi(u),                  Phi(u) = erfc(-u / sqrt 2) / 2
 //   gelu'(u) = Phi(u) + u * phi(u),         phi(u) = exp(-u^2 / 2) / sqrt(2 pi)
@@ -111,6 +112,73 @@ GK_GELU_HD double gelu_grad(double u) {
   const double e = exp(-0.5 * u * u);
   return 0.5 * erfc(-u * 0.70710678118654752440) + (e == 0.0 ? 0.0 : u * e * 0.39894228040143267794);
 }
+
+// The tanh approximation (F.gelu(approximate="tanh"), GPT-2's "gelu_new"):
+//   gelu_tanh(u)  = u (1 + tanh z) / 2 = u s,    z = sqrt(2 / pi) (u + 0.044715 u^3),
+//                                                s = (1 + tanh z) / 2 = sigmoid(2z)
+//   gelu_tanh'(u) = s + u s (1 - s) 2 dz/du,     dz/du = sqrt(2 / pi) (1 + 3 0.044715 u^2)
+// s from e = exp(-2|z|) <= 1, which cannot overflow: s = 1 / (1 + e) for z >= 0, e / (1 + e)
+// for z < 0, and s (1 - s) = e / (1 + e)^2 on both sides. Written this way the negative tail
+// keeps its relative accuracy, where 1 + tanh z cancels (torch's float formula is off by 7% at
+// |gelu_tanh| = 1e-6, u = -4.77). Measured against float64 (tests/test_bias_gelu.py): relative
+// error below 2e-6 where |gelu_tanh| > 1e-6, below 1.2e-5 where it is > 1e-36 (u > -9.9; the
+// rounding of 2z, |2z| up to 87, inside the exp dominates); below that exp_f returns 0 and the
+// result is flushed to 0 (absolute error < 2e-37). The limits as for gelu: gelu_tanh(-inf) = 0,
+// gelu_tanh(+inf) = +inf, gelu_tanh'(-inf) = 0, gelu_tanh'(+inf) = 1 (where e or s is 0, the
+// product with u is 0, not u * 0).
+constexpr float kTwoSqrt2OverPi = 1.5957691216057308f;  // 2 sqrt(2 / pi)
+constexpr float kTanhCubic = 0.044715f;
+constexpr float kTanhCubic3 = 0.134145f;                  // 3 x 0.044715
+
+// s = sigmoid(2z), with e = exp(-2|z|) and r = 1 / (1 + e) for the derivative.
+GK_GELU_HD float tanh_sigmoid(float u, float* e_out, float* r_out) {
+  const float z2 = kTwoSqrt2OverPi * u * (1.0f + kTanhCubic * (u * u));  // 2z
+  const float e = exp_f(-fabsf(z2));
+  const float r = 1.0f / (1.0f + e);
+  *e_out = e;
+  *r_out = r;
+  return z2 < 0.0f ? e * r : r;
+}
+
+GK_GELU_HD float gelu_tanh(float u) {
+  float e, r;
+  const float s = tanh_sigmoid(u, &e, &r);
+  return s == 0.0f ? 0.0f : u * s;
+}
+
+GK_GELU_HD float gelu_tanh_grad(float u) {
+  float e, r;
+  const float s = tanh_sigmoid(u, &e, &r);
+  return s + (e == 0.0f ? 0.0f : u * ((kTwoSqrt2OverPi * e) * (r * r)) * (1.0f + kTanhCubic3 * (u * u)));
+}
+
+GK_GELU_HD double tanh_sigmoid(double u, double* e_out, double* r_out) {
+  const double z2 = 1.5957691216057307117 * u * (1.0 + 0.044715 * (u * u));
+  const double e = exp(-fabs(z2));
+  const double r = 1.0 / (1.0 + e);
+  *e_out = e;
+  *r_out = r;
+  return z2 < 0.0 ? e * r : r;
+}
+
+GK_GELU_HD double gelu_tanh(double u) {
+  double e, r;
+  const double s = tanh_sigmoid(u, &e, &r);
+  return s == 0.0 ? 0.0 : u * s;
+}
+
+GK_GELU_HD double gelu_tanh_grad(double u) {
+  double e, r;
+  const double s = tanh_sigmoid(u, &e, &r);
+  return s + (e == 0.0 ? 0.0 : u * (1.5957691216057307117 * e * r * r) * (1.0 + 0.134145 * (u * u)));
+}
+
+// The form a kernel runs: tanh = false for the exact GELU, true for the tanh approximation.
+template <typename A>
+GK_GELU_HD A gelu_any(A u, bool tanh) { return tanh ? gelu_tanh(u) : gelu(u); }
+
+template <typename A>
+GK_GELU_HD A gelu_any_grad(A u, bool tanh) { return tanh ? gelu_tanh_grad(u) : gelu_grad(u); }
 
 }  // namespace gelu_math
 }  // namespace gpt_kernels

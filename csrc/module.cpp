@@ -96,10 +96,12 @@ TORCH_LIBRARY(gpt_kernels, m) {
   // Debug/test: the (numel,) bool keep-mask dropout_add applies for rng_state (CPU).
   m.def("dropout_add_mask(int numel, float p, Tensor rng_state) -> Tensor");
 
-  // Fused bias + GELU, out = gelu(x + bias) with the exact (erf) GELU, bias along x's last
-  // dimension (csrc/bias_gelu.cpp, csrc/cuda/bias_gelu.*, gpt_kernels/gelu.py, which registers
-  // the autograd formula).
-  m.def("bias_gelu(Tensor x, Tensor bias) -> Tensor");
+  // Fused bias + GELU, out = gelu(x + bias), bias along x's last dimension; approximate as in
+  // F.gelu: "none" the exact (erf) GELU, "tanh" its tanh approximation (GPT-2's)
+  // (csrc/bias_gelu.cpp, csrc/cuda/bias_gelu.*, gpt_kernels/gelu.py, which registers the
+  // autograd formula).
+  m.def("bias_gelu(Tensor x, Tensor bias, str approximate=\"none\") -> Tensor");
   // grad_x = grad_out * gelu'(x + bias), grad_bias = grad_x summed over all but the last dimension.
-  m.def("bias_gelu_backward(Tensor grad_out, Tensor x, Tensor bias) -> (Tensor grad_x, Tensor grad_bias)");
+  m.def("bias_gelu_backward(Tensor grad_out, Tensor x, Tensor bias, str approximate=\"none\") -> "
+        "(Tensor grad_x, Tensor grad_bias)");
 }

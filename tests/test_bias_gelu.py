@@ -1,8 +1,11 @@
 """Tests of torch.ops.gpt_kernels.bias_gelu (csrc/bias_gelu.cpp, csrc/cuda/bias_gelu.*).
 
-bias_gelu(x, bias) = gelu(x + bias) with the exact (erf) GELU; its backward returns grad_x and
-grad_bias (summed over all rows). Reference: the same formula in float64 from the same inputs
-(torch's float64 GELU), so the only error measured is the kernel's.
+bias_gelu(x, bias, approximate="none") = gelu(x + bias) with the exact (erf) GELU, or with
+approximate="tanh" its tanh approximation (F.gelu(approximate="tanh"), GPT-2's); its backward
+returns grad_x and grad_bias (summed over all rows). Reference: the same formula in float64 from
+the same inputs (torch's float64 GELU of the same form), so the only error measured is the
+kernel's; where torch's float64 formula itself loses accuracy (the tails, inf), the reference is
+the stated semantics in float64 from the math module.
 Tolerances: float32 computes an erfc accurate to ~1e-7 relative and rounds once: rtol 1e-5,
 atol 1e-6 (values near 0 have tiny absolute errors); bf16/fp16 inputs are computed in float
 and rounded once to half an ulp of the output (rtol 8e-3 / 1e-3). The bias gradient is summed
@@ -33,6 +36,7 @@ SHAPES = [(1, 1), (1, 7), (3, 8), (5, 13), (32, 9), (33, 9), (2, 3, 257), (65, 1
 RTOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 8e-3, torch.float16: 1e-3}
 ATOL = {torch.float64: 1e-12, torch.float32: 1e-6, torch.bfloat16: 1e-6, torch.float16: 1e-6}
 SUM_TOL = {torch.float64: 1e-12, torch.float32: 1e-6, torch.bfloat16: 1e-6, torch.float16: 1e-6}
+APPROXIMATE = ["none", "tanh"]  # the exact GELU, and the tanh approximation
 
 
 def make_inputs(shape, device, dtype, seed, scale=3.0):
@@ -43,26 +47,28 @@ def make_inputs(shape, device, dtype, seed, scale=3.0):
     return x, bias, grad
 
 
-def reference(x, bias, grad):
+def reference(x, bias, grad, approximate="none"):
     """out, grad_x, grad_bias and sum |grad_x| (per column) in float64."""
     xd = x.detach().double().requires_grad_()
     bd = bias.detach().double().requires_grad_()
-    out = F.gelu(xd + bd)
+    out = F.gelu(xd + bd, approximate=approximate)
     grad_x, grad_bias = torch.autograd.grad(out, (xd, bd), grad.double())
     abs_sum = grad_x.abs().reshape(-1, x.shape[-1]).sum(0)
     return out.detach(), grad_x, grad_bias, abs_sum
 
 
+@pytest.mark.parametrize("approximate", APPROXIMATE)
 @pytest.mark.parametrize("device,dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_matches_float64_reference_forward_and_backward(device, dtype, shape):
+def test_matches_float64_reference_forward_and_backward(device, dtype, shape, approximate):
     x, bias, grad = make_inputs(shape, device, dtype, seed=hash(shape) % 2**31)
     x.requires_grad_()
     bias.requires_grad_()
-    out = ops.bias_gelu(x, bias)
+    # the old two-argument call is the exact GELU
+    out = ops.bias_gelu(x, bias) if approximate == "none" else ops.bias_gelu(x, bias, approximate)
     assert out.dtype == dtype and out.shape == x.shape and out.device == x.device
     out.backward(grad)
-    ref_out, ref_gx, ref_gb, abs_sum = reference(x, bias, grad)
+    ref_out, ref_gx, ref_gb, abs_sum = reference(x, bias, grad, approximate)
     rtol, atol = RTOL[dtype], ATOL[dtype]
     torch.testing.assert_close(out.double(), ref_out, rtol=rtol, atol=atol)
     torch.testing.assert_close(x.grad.double(), ref_gx, rtol=rtol, atol=atol)
@@ -96,6 +102,35 @@ def test_float32_accuracy_over_the_whole_range(device, width):
     assert (grad_x.flatten().double().cpu() - ref_grad).abs().max().item() < 1e-6
 
 
+def gelu_tanh_float64(u):
+    """gelu_tanh(u) and its derivative in float64, written as u sigmoid(2z) with exp(-2|z|), which
+    neither overflows nor cancels (torch's 0.5 u (1 + tanh z) rounds to 0 in the negative tail)."""
+    z2 = 2 * math.sqrt(2 / math.pi) * u * (1 + 0.044715 * u * u)  # 2z
+    e = torch.exp(-z2.abs())
+    r = 1 / (1 + e)
+    s = torch.where(z2 < 0, e * r, r)
+    return u * s, s + u * 2 * math.sqrt(2 / math.pi) * e * r * r * (1 + 3 * 0.044715 * u * u)
+
+
+@pytest.mark.parametrize("device,width", ACCURACY_PATHS)
+def test_float32_tanh_accuracy_over_the_whole_range(device, width):
+    """The tanh form keeps its relative accuracy in the negative tail too (torch's float formula:
+    7% off at |gelu_tanh| = 1e-6); below ~1e-37 (u < -10) float32's exp underflows to 0."""
+    u = torch.linspace(-12, 12, 203_000)
+    ud = u.double()
+    ref, ref_grad = gelu_tanh_float64(ud)
+    x = u.to(device).view(-1, width)
+    bias = torch.zeros(width, device=device)
+    out = ops.bias_gelu(x, bias, "tanh").flatten().double().cpu()
+    rel = ((out - ref).abs() / ref.abs()).nan_to_num(0.0)
+    # measured: 1.9e-6 where |gelu_tanh| > 1e-6 (u > -4.77), 1.2e-5 where > 1e-36 (u > -9.9)
+    assert rel[ref.abs() > 1e-6].max().item() < 3e-6
+    assert rel[ref.abs() > 1e-36].max().item() < 2e-5
+    assert (out - ref).abs().max().item() < 1e-6 and (out - ref)[ref.abs() <= 1e-36].abs().max().item() < 2e-37
+    grad_x, _ = ops.bias_gelu_backward(torch.ones_like(x), x, bias, "tanh")
+    assert (grad_x.flatten().double().cpu() - ref_grad).abs().max().item() < 1e-6
+
+
 def gelu_semantics(u):
     """gelu(u) and gelu'(u) as stated, in float64 from the math module (never from torch, whose
     float GELU differs by CPU: its AVX-512 path gives gelu(inf) = nan). gelu(+inf) = +inf,
@@ -116,18 +151,35 @@ EXTREME_INPUTS = [math.inf, -math.inf, math.nan, 1e38, -1e38, 3e30, -3e30, 20.0,
                   0.0, -0.0]
 
 
+def gelu_tanh_semantics(u):
+    """gelu_tanh(u) and its derivative as stated (csrc/gelu_math.h), in float64 from the math
+    module: the limits of gelu, NaN stays NaN; elsewhere u sigmoid(2z) through exp(-2|z|)."""
+    if math.isnan(u):
+        return math.nan, math.nan
+    if math.isinf(u):
+        return (u, 1.0) if u > 0 else (0.0, 0.0)
+    z2 = 2 * math.sqrt(2 / math.pi) * u * (1 + 0.044715 * u * u)  # inf for huge |u|: e = 0
+    e = math.exp(-abs(z2))
+    r = 1 / (1 + e)
+    s = e * r if z2 < 0 else r
+    slope = u * 2 * math.sqrt(2 / math.pi) * e * r * r * (1 + 3 * 0.044715 * u * u) if e > 0 else 0.0
+    return (u * s if s > 0 else 0.0), s + slope
+
+
+@pytest.mark.parametrize("approximate", APPROXIMATE)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("width", [8, 7])  # the SIMD and the scalar loop of the CPU kernel
-def test_non_finite_and_huge_inputs_follow_the_stated_semantics(device, dtype, width):
+def test_non_finite_and_huge_inputs_follow_the_stated_semantics(device, dtype, width, approximate):
     values = EXTREME_INPUTS * 2
     x = torch.tensor(values, device=device, dtype=dtype)[: len(values) // width * width].view(-1, width)
     bias = torch.zeros(width, device=device, dtype=dtype)
-    expected = [gelu_semantics(u) for u in x.flatten().tolist()]
+    semantics = gelu_semantics if approximate == "none" else gelu_tanh_semantics
+    expected = [semantics(u) for u in x.flatten().tolist()]
     out_ref = torch.tensor([e[0] for e in expected], dtype=torch.float64).view_as(x)
     grad_ref = torch.tensor([e[1] for e in expected], dtype=torch.float64).view_as(x)
-    out = ops.bias_gelu(x, bias).double().cpu()
-    grad_x, _ = ops.bias_gelu_backward(torch.ones_like(x), x, bias)
+    out = ops.bias_gelu(x, bias, approximate).double().cpu()
+    grad_x, _ = ops.bias_gelu_backward(torch.ones_like(x), x, bias, approximate)
     for name, got, ref in (("gelu", out, out_ref), ("gelu'", grad_x.double().cpu(), grad_ref)):
         torch.testing.assert_close(got, ref, equal_nan=True, rtol=2e-5,
                                    atol=torch.finfo(dtype).tiny,
@@ -135,14 +187,16 @@ def test_non_finite_and_huge_inputs_follow_the_stated_semantics(device, dtype, w
         assert torch.equal(got.isnan(), ref.isnan()), f"{name}: NaN where none is expected, or none where one is"
 
 
-def test_equals_linear_then_gelu_as_the_model_uses_it():
-    """bias_gelu(x @ W^T, b) is F.gelu(F.linear(x, W, b)): values and all three gradients."""
+@pytest.mark.parametrize("approximate", APPROXIMATE)
+def test_equals_linear_then_gelu_as_the_model_uses_it(approximate):
+    """bias_gelu(x @ W^T, b, a) is F.gelu(F.linear(x, W, b), approximate=a): values and all three
+    gradients."""
     torch.manual_seed(0)
     x = torch.randn(4, 9, 48, requires_grad=True)
     w = (torch.randn(192, 48) * 0.1).requires_grad_()
     b = (torch.randn(192) * 0.1).requires_grad_()
-    ours = ops.bias_gelu(F.linear(x, w), b)
-    ref = F.gelu(F.linear(x, w, b))
+    ours = ops.bias_gelu(F.linear(x, w), b, approximate=approximate)
+    ref = F.gelu(F.linear(x, w, b), approximate=approximate)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
     g = torch.randn_like(ref)
     ga = torch.autograd.grad(ours, (x, w, b), g)
@@ -151,14 +205,15 @@ def test_equals_linear_then_gelu_as_the_model_uses_it():
         torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-5)
 
 
-def test_bias_gradient_does_not_depend_on_the_thread_count():
+@pytest.mark.parametrize("approximate", APPROXIMATE)
+def test_bias_gradient_does_not_depend_on_the_thread_count(approximate):
     x, bias, grad = make_inputs((1000, 300), "cpu", torch.float32, seed=3)
     threads = torch.get_num_threads()
     results = []
     try:
         for n in (1, 2, 3):
             torch.set_num_threads(n)
-            results.append(ops.bias_gelu_backward(grad, x, bias))
+            results.append(ops.bias_gelu_backward(grad, x, bias, approximate))
     finally:
         torch.set_num_threads(threads)
     for grad_x, grad_bias in results[1:]:
@@ -180,27 +235,32 @@ def test_non_contiguous_and_empty_inputs(device):
     assert gx.shape == (0, 5) and torch.equal(gb, torch.zeros(5, device=device))
 
 
-def test_gradcheck_float64():
+@pytest.mark.parametrize("approximate", APPROXIMATE)
+def test_gradcheck_float64(approximate):
     x = torch.randn(5, 11, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(11, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(ops.bias_gelu, (x, bias))
+    assert torch.autograd.gradcheck(lambda x, b: ops.bias_gelu(x, b, approximate), (x, bias))
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
     x = torch.randn(3, 5, 70, device=device, requires_grad=True)
     bias = torch.randn(70, device=device, requires_grad=True)
-    torch.library.opcheck(ops.bias_gelu.default, (x, bias))
-    torch.library.opcheck(ops.bias_gelu_backward.default,
-                          (torch.randn(3, 5, 70, device=device), x.detach(), bias.detach()))
+    grad = torch.randn(3, 5, 70, device=device)
+    torch.library.opcheck(ops.bias_gelu.default, (x, bias))  # approximate left to its default
+    torch.library.opcheck(ops.bias_gelu_backward.default, (grad, x.detach(), bias.detach()))
+    for approximate in APPROXIMATE:
+        torch.library.opcheck(ops.bias_gelu.default, (x, bias, approximate))
+        torch.library.opcheck(ops.bias_gelu_backward.default, (grad, x.detach(), bias.detach(), approximate))
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_torch_compile(device):
     torch._dynamo.reset()
 
-    def mlp(x, w, b):
-        return ops.bias_gelu(x @ w.t(), b) * 2
+    def mlp(x, w, b):  # both forms
+        h = x @ w.t()
+        return ops.bias_gelu(h, b) * 2 + ops.bias_gelu(h, b, "tanh")
 
     compiled = torch.compile(mlp, fullgraph=True)
     x = torch.randn(4, 24, device=device, requires_grad=True)
@@ -228,6 +288,10 @@ def test_bad_inputs_raise_clear_errors():
         ops.bias_gelu_backward(torch.randn(4, 9), x, torch.randn(8))
     with pytest.raises(RuntimeError, match="grad_out must have x's dtype"):
         ops.bias_gelu_backward(x.double(), x, torch.randn(8))
+    with pytest.raises(RuntimeError, match="approximate must be 'none' .* or 'tanh', got 'tanh2'"):
+        ops.bias_gelu(x, torch.randn(8), "tanh2")
+    with pytest.raises(RuntimeError, match="bias_gelu_backward: approximate must be"):
+        ops.bias_gelu_backward(x, x, torch.randn(8), approximate="erf")
 
 
 @cuda_only
@@ -237,12 +301,13 @@ def test_bad_inputs_cuda():
 
 
 @cuda_only
-def test_cpu_and_cuda_agree():
+@pytest.mark.parametrize("approximate", APPROXIMATE)
+def test_cpu_and_cuda_agree(approximate):
     x, bias, grad = make_inputs((300, 1537), "cpu", torch.float32, seed=8)
-    out_cpu = ops.bias_gelu(x, bias)
-    gx_cpu, gb_cpu = ops.bias_gelu_backward(grad, x, bias)
-    out_cuda = ops.bias_gelu(x.cuda(), bias.cuda())
-    gx_cuda, gb_cuda = ops.bias_gelu_backward(grad.cuda(), x.cuda(), bias.cuda())
+    out_cpu = ops.bias_gelu(x, bias, approximate)
+    gx_cpu, gb_cpu = ops.bias_gelu_backward(grad, x, bias, approximate)
+    out_cuda = ops.bias_gelu(x.cuda(), bias.cuda(), approximate)
+    gx_cuda, gb_cuda = ops.bias_gelu_backward(grad.cuda(), x.cuda(), bias.cuda(), approximate)
     torch.testing.assert_close(out_cuda.cpu(), out_cpu, rtol=2e-6, atol=1e-7)
     torch.testing.assert_close(gx_cuda.cpu(), gx_cpu, rtol=2e-6, atol=1e-7)
     torch.testing.assert_close(gb_cuda.cpu(), gb_cpu, rtol=1e-5, atol=1e-5)

@@ -1,21 +1,22 @@
 """The model of gpt_pretrain.py with --kernels ext (fused attention, residual dropout, bias + GELU and loss)
 against the PyTorch path: the same function with dropout off, its own masks with dropout on."""
+import pytest
 import torch
 
 import gpt_kernels  # noqa: F401  (the extension must be built: pip install -e .)
 from gpt_pretrain import GPT, GPTConfig, loss_function
 
 
-def config(kernels, dropout=0.0):
+def config(kernels, dropout=0.0, gelu="exact"):
     # head size 32: a size the fused attention takes (32, 64, 128)
     return GPTConfig(context_len=40, vocab_size=97, embed_dim=64, n_head=2, n_layer=2, ff_dim=256,
-                     dropout=dropout, kernels=kernels)
+                     dropout=dropout, kernels=kernels, gelu=gelu)
 
 
-def twin_models(dropout=0.0):
+def twin_models(dropout=0.0, gelu="exact"):
     torch.manual_seed(0)
-    ours = GPT(config("ext", dropout))
-    reference = GPT(config("torch", dropout))
+    ours = GPT(config("ext", dropout, gelu))
+    reference = GPT(config("torch", dropout, gelu))
     reference.load_state_dict(ours.state_dict())
     return ours, reference
 
@@ -27,8 +28,9 @@ def loss_and_grads(model, x, y):
     return logits, loss, grads
 
 
-def test_ext_matches_torch_path_without_dropout():
-    ours, reference = twin_models()
+@pytest.mark.parametrize("gelu", ["exact", "tanh"])  # tanh: a model started from GPT-2's weights
+def test_ext_matches_torch_path_without_dropout(gelu):
+    ours, reference = twin_models(gelu=gelu)
     x = torch.randint(0, 97, (3, 37))  # T not a multiple of any tile
     y = torch.randint(0, 97, (3, 37))
     logits, loss, grads = loss_and_grads(ours.train(), x, y)

@@ -110,3 +110,18 @@ def test_learning_rate_schedule():
     assert learning_rate_at(110, Args) == pytest.approx(1e-4)
     Args.lr_schedule = "constant"
     assert learning_rate_at(100, Args) == pytest.approx(1e-3)
+
+
+def test_gelu_field_chooses_the_form():
+    """GPTConfig.gelu: "exact" (the default) is F.gelu, "tanh" F.gelu(approximate="tanh"), GPT-2's."""
+    assert GPTConfig().gelu == "exact"
+    torch.manual_seed(0)
+    exact = GPT(tiny_config()).eval()
+    tanh = GPT(tiny_config(gelu="tanh")).eval()
+    tanh.load_state_dict(exact.state_dict())
+    x = torch.randn(2, 5, 48)
+    mlp_exact, mlp_tanh = exact.blocks[0].mlp, tanh.blocks[0].mlp
+    with torch.no_grad():
+        torch.testing.assert_close(mlp_exact(x), mlp_exact.proj(F.gelu(mlp_exact.fc(x))))
+        torch.testing.assert_close(mlp_tanh(x), mlp_exact.proj(F.gelu(mlp_exact.fc(x), approximate="tanh")))
+        assert not torch.allclose(mlp_exact(x), mlp_tanh(x), rtol=0, atol=1e-7)

@@ -5,6 +5,8 @@
 //   backward  grad_x[r, c] = grad_out[r, c] * gelu'(x[r, c] + bias[c]);
 //             partial[blk, c] = sum of grad_x[r, c] over the 32 rows r of block blk (fp32),
 //             grad_bias[c] = sum over blk of partial[blk, c] (a second, small kernel)
+//   gelu is the exact (erf) GELU, or its tanh approximation when p.approximate is 1 (one flag
+//   for every thread of the launch: the branch does not diverge).
 // Mapping: forward, one thread block per row (grid-stride over rows), threads across the row's
 // columns, so a warp reads 32 adjacent elements (rows narrower than 256 leave threads idle; the
 // model's are ff_dim = 4 x embed_dim wide, 1536 by default). Backward, a thread per (column,
@@ -36,14 +38,14 @@ constexpr int kReduceCols = 32, kReduceGroups = kThreads / kReduceCols;
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 bias_gelu_forward_kernel(const T* __restrict__ x, const T* __restrict__ bias, T* __restrict__ out,
-                         int64_t rows, int64_t n) {
+                         int64_t rows, int64_t n, bool tanh) {
   using A = typename Acc<T>::type;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * n;
     T* outr = out + r * n;
     for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
       const A u = to_acc(xr[c]) + to_acc(bias[c]);
-      outr[c] = from_acc<T>(gelu_math::gelu(u));
+      outr[c] = from_acc<T>(gelu_math::gelu_any(u, tanh));
     }
   }
 }
@@ -52,7 +54,8 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
 bias_gelu_backward_kernel(const T* __restrict__ grad, const T* __restrict__ x,
                           const T* __restrict__ bias, T* __restrict__ grad_x,
-                          typename Acc<T>::type* __restrict__ partial, int64_t rows, int64_t n) {
+                          typename Acc<T>::type* __restrict__ partial, int64_t rows, int64_t n,
+                          bool tanh) {
   using A = typename Acc<T>::type;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= n) return;  // no shared memory or barrier in this kernel
@@ -64,7 +67,7 @@ bias_gelu_backward_kernel(const T* __restrict__ grad, const T* __restrict__ x,
 #pragma unroll 4
     for (int64_t r = blk * kRowBlock; r < r_end; ++r) {
       const int64_t i = r * n + c;
-      const A gx = to_acc(grad[i]) * gelu_math::gelu_grad(to_acc(x[i]) + b);
+      const A gx = to_acc(grad[i]) * gelu_math::gelu_any_grad(to_acc(x[i]) + b, tanh);
       grad_x[i] = from_acc<T>(gx);
       acc += gx;
     }
@@ -104,7 +107,8 @@ template <typename T>
 cudaError_t forward(const BiasGeluParams& p, cudaStream_t stream) {
   const unsigned grid = clamp_grid(p.rows, int64_t(1) << 20);
   bias_gelu_forward_kernel<T><<<grid, kThreads, 0, stream>>>(
-      static_cast<const T*>(p.x), static_cast<const T*>(p.bias), static_cast<T*>(p.out), p.rows, p.n);
+      static_cast<const T*>(p.x), static_cast<const T*>(p.bias), static_cast<T*>(p.out), p.rows, p.n,
+      p.approximate != 0);
   return cudaGetLastError();
 }
 
@@ -115,7 +119,7 @@ cudaError_t backward(const BiasGeluParams& p, cudaStream_t stream) {
   const dim3 grid(clamp_grid((p.n + kThreads - 1) / kThreads, int64_t(1) << 30), clamp_grid(blocks, 65535));
   bias_gelu_backward_kernel<T><<<grid, kThreads, 0, stream>>>(
       static_cast<const T*>(p.grad_out), static_cast<const T*>(p.x), static_cast<const T*>(p.bias),
-      static_cast<T*>(p.out), static_cast<A*>(p.partial), p.rows, p.n);
+      static_cast<T*>(p.out), static_cast<A*>(p.partial), p.rows, p.n, p.approximate != 0);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   const unsigned reduce_grid = clamp_grid((p.n + kReduceCols - 1) / kReduceCols, int64_t(1) << 30);

@@ -22,6 +22,8 @@ struct BiasGeluParams {
   void* partial;         // backward workspace: (ceil(rows / kBiasGeluRowBlock), n) fp32 (fp64 for fp64)
   int64_t rows, n;
   int dtype;             // GeluDtype of x, bias, grad_out, out, grad_x, grad_bias
+  int approximate;       // 0: the exact (erf) GELU; 1: the tanh approximation (a zeroed struct
+                         // means exact)
 };
 
 // Return the launch error (cudaSuccess if none). rows * n > 0.

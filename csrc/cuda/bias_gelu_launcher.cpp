@@ -25,8 +25,10 @@ int dtype_code(at::ScalarType t) {
   return -1;
 }
 
-at::Tensor bias_gelu_cuda_op(const at::Tensor& x_in, const at::Tensor& bias_in) {
+at::Tensor bias_gelu_cuda_op(const at::Tensor& x_in, const at::Tensor& bias_in,
+                             c10::string_view approximate) {
   check_bias_gelu_inputs(x_in, bias_in, "bias_gelu");
+  const bool tanh = gelu_is_tanh(approximate, "bias_gelu");
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous(), bias = bias_in.contiguous();
   auto out = at::empty(x.sizes(), x.options());
@@ -38,6 +40,7 @@ at::Tensor bias_gelu_cuda_op(const at::Tensor& x_in, const at::Tensor& bias_in) 
   p.n = x.size(-1);
   p.rows = x.numel() / p.n;
   p.dtype = dtype_code(x.scalar_type());
+  p.approximate = tanh ? 1 : 0;
   const cudaError_t err = bias_gelu_forward_cuda(p, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "bias_gelu forward kernel launch failed: ", cudaGetErrorString(err));
   return out;
@@ -45,8 +48,10 @@ at::Tensor bias_gelu_cuda_op(const at::Tensor& x_in, const at::Tensor& bias_in) 
 
 std::tuple<at::Tensor, at::Tensor> bias_gelu_backward_cuda_op(const at::Tensor& grad_in,
                                                              const at::Tensor& x_in,
-                                                             const at::Tensor& bias_in) {
+                                                             const at::Tensor& bias_in,
+                                                             c10::string_view approximate) {
   check_bias_gelu_backward_inputs(grad_in, x_in, bias_in);
+  const bool tanh = gelu_is_tanh(approximate, "bias_gelu_backward");
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor grad = grad_in.contiguous(), x = x_in.contiguous(), bias = bias_in.contiguous();
   auto grad_x = at::empty(x.sizes(), x.options());
@@ -61,6 +66,7 @@ std::tuple<at::Tensor, at::Tensor> bias_gelu_backward_cuda_op(const at::Tensor& 
   p.n = x.size(-1);
   p.rows = x.numel() / p.n;
   p.dtype = dtype_code(x.scalar_type());
+  p.approximate = tanh ? 1 : 0;
   const int64_t blocks = (p.rows + kBiasGeluRowBlock - 1) / kBiasGeluRowBlock;
   const auto acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   auto partial = at::empty({blocks, p.n}, x.options().dtype(acc_dtype));
