@@ -197,7 +197,8 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["gpt_kernels"]),
     install_requires=["torch", "numpy", "tqdm", "tokenizers"],
-    extras_require={"test": ["pytest", "matplotlib"], "plot": ["matplotlib"]},
+    extras_require={"test": ["pytest", "matplotlib", "tensorboard", "wandb"], "plot": ["matplotlib"],
+                    "logging": ["tensorboard", "wandb"]},  # --logger tensorboard / wandb
     ext_modules=extensions(),
     cmdclass={"build_ext": build_ext_class()},
 )

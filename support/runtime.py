@@ -36,7 +36,11 @@ def peak_flops(device, dtype, override=None):
         return override
     if device.type != "cuda" or dtype == torch.float32:
         return None
-    name = torch.cuda.get_device_name(device)
+    return gpu_peak_flops(torch.cuda.get_device_name(device))
+
+
+def gpu_peak_flops(name):
+    """The 16-bit dense peak of the GPU called name (as torch.cuda.get_device_name says), or None."""
     return next((peak for pattern, peak in GPU_PEAK_FLOPS if re.search(pattern, name)), None)
 
 

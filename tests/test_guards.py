@@ -256,3 +256,29 @@ def test_skip_spikes_decides_alike_on_every_rank(token_file, tmp_path):
     assert [(r["iter"], r["skipped"]) for r in records(out) if "skipped" in r] == [(30, "spike")]
     rank0, rank1 = (torch.load(out / f"weights_rank{r}.pt", weights_only=True) for r in (0, 1))
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+
+
+# ----------------------------------------------------------------------------- grad norm and MFU
+
+def test_peak_flops_table_knows_the_common_gpus():
+    from support.runtime import gpu_peak_flops
+    assert gpu_peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert gpu_peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert gpu_peak_flops("NVIDIA H200") == 989e12
+    assert gpu_peak_flops("NVIDIA A100-SXM4-80GB") == gpu_peak_flops("NVIDIA A100-PCIE-40GB") == 312e12
+    assert gpu_peak_flops("NVIDIA A10") == 125e12
+    assert gpu_peak_flops("NVIDIA L4") == 121e12 and gpu_peak_flops("NVIDIA L40S") == 362e12
+    assert gpu_peak_flops("NVIDIA A10G") is None and gpu_peak_flops("NVIDIA GeForce RTX 4090") is None
+
+
+def test_grad_norm_and_mfu_in_the_metrics(token_file, tmp_path):
+    """--peak-flops gives MFU on any device: model FLOPs per token x tokens/s over the peak."""
+    from support.runtime import flops_per_token
+    out = tmp_path / "run"
+    run_script(*common(token_file, 4, "--grad-accum", 2, "--peak-flops", 1e9), "--out-dir", out)
+    config = GPTConfig(context_len=16, vocab_size=64, embed_dim=32, n_head=2, n_layer=2, ff_dim=128)
+    per_token = flops_per_token(GPT(config), config)
+    logged = [r for r in records(out) if "train_loss" in r]
+    assert [r["iter"] for r in logged] == [1, 2, 3, 4]
+    for r in logged:
+        assert r["grad_norm"] > 0 and r["mfu"] == pytest.approx(per_token * r["tokens_per_s"] / 1e9)
