@@ -526,11 +526,6 @@ def prepare_out_dir(out_dir):
         raise UsageError(f"cannot write to --out-dir {out_dir}: {e.strerror}. Choose a writable folder.") from None
 
 
-def write_metrics(path, record):
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
 # ----------------------------------------------------------------------------- several processes
 
 def init_distributed(args):
@@ -646,7 +641,7 @@ def main(argv=None):
     tokens_per_step = args.batch_size * args.grad_accum * world * config.context_len
     # MFU: the model's FLOPs at the measured tokens/s over the peak of all the ranks' devices
     # (tokens_per_step counts every micro-batch of every rank, so accumulation and torchrun are in)
-    peak = peak_flops(device, dtype, args.peak_flops)
+    peak, model_flops = peak_flops(device, dtype, args.peak_flops), flops_per_token(model, config)
     if is_main:
         print(f"model: {model.num_params() / 1e6:.2f}M parameters, {config}")
         print(f"data: {len(train_set.tokens):,} train / {len(val_set.tokens):,} val tokens from "
@@ -772,9 +767,10 @@ def main(argv=None):
                 or_stop(log.write, {"iter": step, "skipped": skip, "grad_norm": norm_now,
                                     **({} if loss_now is None else {"loss": loss_now})})
         if nonfinite_in_a_row == args.max_nonfinite:
-            stop_run(f"training diverged: the loss or gradient norm was not finite at iteration "
-                     f"{step - nonfinite_in_a_row + 1}" + (f" and the {nonfinite_in_a_row - 1} after it" if nonfinite_in_a_row > 1 else "")
-                     + " (--max-nonfinite), and those updates were not applied. Lower --learning-rate or "
+            first = step - nonfinite_in_a_row + 1
+            where = f"iteration {step}" if first == step else f"iterations {first} to {step}"
+            stop_run(f"training diverged: the loss or gradient norm was not finite at {where} (--max-nonfinite "
+                     f"{args.max_nonfinite}), and those updates were not applied. Lower --learning-rate or "
                      "--grad-clip", EXIT_DIVERGED)
         if world == 1:
             stop = bool(stop_requested)
@@ -793,7 +789,7 @@ def main(argv=None):
                 postfix = dict(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", gnorm=f"{norm_now:.3g}",
                                tok_s=f"{tokens_per_s:,.0f}")
                 if peak:
-                    record["mfu"] = flops_per_token(model, config) * tokens_per_s / (peak * world)
+                    record["mfu"] = model_flops * tokens_per_s / (peak * world)
                     postfix["mfu"] = f"{100 * record['mfu']:.1f}%"
                 or_stop(log.write, record)
                 bar.set_postfix(postfix)
@@ -802,19 +798,20 @@ def main(argv=None):
             or_stop(log.write, {"iter": step, "eval_train_loss": losses["train"], "val_loss": losses["val"]})
             bar.write(f"iter {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             last_time = time.perf_counter()  # evaluation time is not training throughput
-        if (step % args.ckpt_interval == 0 or step == args.max_iters or stop) and nonfinite_in_a_row:
-            if is_main:  # the weights are those that just gave a non-finite loss: keep the last good checkpoint
-                bar.write(f"iter {step}: no checkpoint after a non-finite step. {last_good()}")
-        elif step % args.ckpt_interval == 0 or step == args.max_iters or stop:
-            # never replace the last good checkpoint with non-finite weights (every rank holds
-            # the same weights, so every rank stops here alike)
-            if not all_finite(model, optimizer):
+        if step % args.ckpt_interval == 0 or step == args.max_iters or stop:
+            # Never replace the last good checkpoint with weights that are not finite, or that just
+            # gave a non-finite loss (every rank holds the same weights: every rank decides alike).
+            if nonfinite_in_a_row:
+                if is_main:
+                    bar.write(f"iter {step}: no checkpoint after a non-finite step. {last_good()}")
+            elif not all_finite(model, optimizer):
                 stop_run(f"the weights are not finite at iteration {step}, so no checkpoint was written. "
                          "Lower --learning-rate or --grad-clip", EXIT_DIVERGED)
-            state = checkpoint_state()
-            if is_main:
-                or_stop(save_checkpoint, ckpt_path, state)
-            saved_step = step
+            else:
+                state = checkpoint_state()
+                if is_main:
+                    or_stop(save_checkpoint, ckpt_path, state)
+                saved_step = step
             last_time = time.perf_counter()
     bar.close()
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -1,5 +1,4 @@
 """Small collectives for gpt_pretrain.py under torchrun (each is a no-op for one process)."""
-import torch
 import torch.distributed as dist
 
 

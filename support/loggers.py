@@ -23,8 +23,10 @@ class TensorBoardLogger:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise ImportError("--logger tensorboard needs the tensorboard package: pip install tensorboard") from None
-        # purge_step: a resumed run drops what a killed run logged past its checkpoint, as metrics.jsonl does
-        self.writer = SummaryWriter(os.path.join(out_dir, "tensorboard"), purge_step=start_step or None)
+        # purge_step: TensorBoard hides what earlier runs in this folder logged from start_step on,
+        # so a resumed run drops what a killed run logged past its checkpoint (as metrics.jsonl
+        # does) and a new run (0) starts a clean chart
+        self.writer = SummaryWriter(os.path.join(out_dir, "tensorboard"), purge_step=start_step)
         self.writer.add_text("config", "\n".join(f"    {k} = {v!r}" for k, v in config.items()), start_step)
 
     def log(self, step, metrics):

@@ -61,7 +61,7 @@ def test_a_diverging_run_stops_and_keeps_the_last_finite_checkpoint(token_file, 
     skipped = [r for r in records(out) if r.get("skipped") == "non-finite"]
     assert len(skipped) == 2 and skipped[1]["iter"] == skipped[0]["iter"] + 1
     first_bad = skipped[0]["iter"]
-    assert f"iteration {first_bad}" in line
+    assert f"iterations {first_bad} to {first_bad + 1}" in line
     # the checkpoint holds the weights before the first non-finite step, and says so
     assert_loadable(out / "ckpt.pt", first_bad - 1)
     assert f"(iteration {first_bad - 1})" in line
