@@ -609,7 +609,9 @@ def main(argv=None):
     if config.kernels == "ext" and device.type == "cuda" and dtype == torch.float32:
         raise UsageError("--kernels ext on CUDA computes attention in bfloat16 or float16: use "
                          "--dtype bfloat16 (the default) or float16, or --kernels torch for float32.")
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda" and dtype != torch.float32)
+    # autocast on CUDA only (a disabled torch.autocast("mps") raises on older torch)
+    use_autocast = device.type == "cuda" and dtype != torch.float32
+    autocast = torch.autocast(device.type, dtype=dtype) if use_autocast else contextlib.nullcontext()
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and dtype == torch.float16)
     # DDP averages the gradients over ranks during backward; the buffers (the causal mask)
     # never change, so they need no broadcast.

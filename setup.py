@@ -26,8 +26,10 @@ Layout: csrc/*.cpp are the op declarations and CPU kernels; csrc/cuda/*.cu are C
 that include only CUDA headers (they compile in seconds), and csrc/cuda/*.cpp the thin
 launchers that register them with PyTorch.
 """
+import copy
 import glob
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -42,8 +44,9 @@ def find_cuda_home():
     """The CUDA toolkit folder, or None. torch guesses it from `which nvcc`, which is wrong
     when nvcc is a wrapper script (e.g. /usr/local/bin/nvcc exec'ing the real one)."""
     def is_toolkit(path):
+        nvcc = os.path.join(path or "", "bin", "nvcc.exe" if sys.platform == "win32" else "nvcc")
         return path and os.path.exists(os.path.join(path, "include", "cuda_runtime.h")) \
-            and os.path.exists(os.path.join(path, "bin", "nvcc"))
+            and os.path.exists(nvcc)
 
     for var in ("CUDA_HOME", "CUDA_PATH"):
         if is_toolkit(os.environ.get(var)):
@@ -70,13 +73,13 @@ def compiler_accepts(flags):
     """Whether the C++ compiler that will build the extension compiles and links a small OpenMP
     program with these flags (GCC and Clang on Linux do; Apple clang rejects -fopenmp; a machine
     may have no compiler at all)."""
-    cxx = os.environ.get("CXX", "c++")
+    cxx = shlex.split(os.environ.get("CXX", "c++"))  # e.g. CXX="ccache g++"
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "probe.cpp")
         with open(src, "w") as f:
             f.write("#include <cstdio>\nint main() {\n#pragma omp parallel\n  std::puts(\"\");\n}\n")
         try:
-            run = subprocess.run([cxx, *flags, src, "-o", os.path.join(tmp, "probe")],
+            run = subprocess.run([*cxx, *flags, src, "-o", os.path.join(tmp, "probe")],
                                  capture_output=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired):
             return False
@@ -91,6 +94,10 @@ def host_compiler_flags():
         return ["/O2", "/openmp"], []
     cxx_flags = ["-O3", "-Wall", "-Wno-unused-function"]
     link_flags = []
+    if not compiler_accepts([]):
+        print(f"gpt-pretrain: no working C++ compiler (CXX={os.environ.get('CXX', 'c++')}): the "
+              "compiled kernels will not build.")
+        return cxx_flags, link_flags
     if compiler_accepts(["-fopenmp"]):
         cxx_flags.append("-fopenmp")
         link_flags.append("-fopenmp")
@@ -139,10 +146,13 @@ def extensions():
 
     cxx_flags, link_flags = host_compiler_flags()
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
-    kwargs = dict(extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
+    kwargs = dict(extra_compile_args={"cxx": list(cxx_flags)}, extra_link_args=link_flags)
+    global CPU_ONLY_EXTENSION  # what a failed CUDA build falls back to
+    CPU_ONLY_EXTENSION = cpp_extension.CppExtension("gpt_kernels._C", list(sources), **kwargs)
     if not build_cuda:
-        return [cpp_extension.CppExtension("gpt_kernels._C", sources, **kwargs)]
+        return [CPU_ONLY_EXTENSION]
 
+    kwargs = dict(extra_compile_args={"cxx": list(cxx_flags)}, extra_link_args=link_flags)
     sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
     sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
     kwargs["extra_compile_args"]["cxx"].append("-DGPT_KERNELS_WITH_CUDA")
@@ -159,33 +169,63 @@ def extensions():
                                         **kwargs)]
 
 
-BUILD_ERROR_FILE = os.path.join(ROOT, "gpt_kernels", "_build_error.txt")
+CPU_ONLY_EXTENSION = None
 
 
 def build_ext_class():
-    """torch's BuildExtension, made optional: a failed build of the kernels leaves the reason in
-    gpt_kernels/_build_error.txt (gpt_kernels' ImportError quotes it) and lets the install go on,
-    unless GPT_KERNELS_CUDA=1 or GPT_KERNELS_REQUIRED=1 insist on the kernels."""
+    """torch's BuildExtension, made optional: a failed build of the kernels (after one retry
+    without the CUDA kernels, when they were only wanted "if possible") removes any older
+    library from the package, leaves the reason in gpt_kernels/_build_error.txt (gpt_kernels'
+    ImportError quotes it) and lets the install go on, unless GPT_KERNELS_CUDA=1 or
+    GPT_KERNELS_REQUIRED=1 insist on the kernels."""
     from torch.utils.cpp_extension import BuildExtension
 
     class OptionalBuildExtension(BuildExtension):
+        def package_dir(self):
+            # in place (--inplace, and editable installs, which copy the library into the
+            # checkout) the package is the checkout's gpt_kernels/
+            in_place = self.inplace or getattr(self, "editable_mode", False)
+            return os.path.join(ROOT if in_place else self.build_lib, "gpt_kernels")
+
         def run(self):
-            if os.path.exists(BUILD_ERROR_FILE):
-                os.remove(BUILD_ERROR_FILE)
+            error_file = os.path.join(self.package_dir(), "_build_error.txt")
+            if os.path.exists(error_file):
+                os.remove(error_file)
+            insist = os.environ.get("GPT_KERNELS_REQUIRED") == "1" or \
+                os.environ.get("GPT_KERNELS_CUDA", "").lower() in ("1", "yes", "true", "on")
             try:
                 super().run()
+                return
             except Exception as e:  # compile, link or toolchain errors of any kind
-                if os.environ.get("GPT_KERNELS_REQUIRED") == "1" or \
-                        os.environ.get("GPT_KERNELS_CUDA", "").lower() in ("1", "yes", "true", "on"):
+                if insist:
                     raise
-                reason = (" ".join(str(e).split()) or type(e).__name__).rstrip(".")
-                reason += f" (C++ compiler: {os.environ.get('CXX', 'c++')})"
-                with open(BUILD_ERROR_FILE, "w") as f:
-                    f.write(reason + "\n")
-                print(f"gpt-pretrain: the compiled kernels (gpt_kernels) could not be built: {reason}. "
-                      "The install goes on without them: --kernels torch works; for --kernels ext, "
-                      "fix the compiler error above and reinstall (pip install -e .), or set "
-                      "GPT_KERNELS_REQUIRED=1 to make this an error.", file=sys.stderr)
+                error = e
+            ext = self.extensions[0]
+            if CPU_ONLY_EXTENSION is not None and any(src.endswith(".cu") for src in ext.sources):
+                print(f"gpt-pretrain: the build with CUDA kernels failed ({error}); building the "
+                      "CPU kernels alone.", file=sys.stderr)
+                # the same (finalized) extension object, with the CPU-only sources and flags
+                for attr in ("sources", "include_dirs", "library_dirs", "libraries",
+                             "runtime_library_dirs", "define_macros", "extra_compile_args",
+                             "extra_link_args"):
+                    setattr(ext, attr, copy.deepcopy(getattr(CPU_ONLY_EXTENSION, attr)))
+                try:
+                    super().run()
+                    return
+                except Exception as e:
+                    error = e
+            for stale in glob.glob(os.path.join(self.package_dir(), "_C*.so")) + \
+                    glob.glob(os.path.join(self.package_dir(), "_C*.pyd")):
+                os.remove(stale)  # a library from an earlier build must not pass for this one
+            reason = (" ".join(str(error).split()) or type(error).__name__).rstrip(".")
+            reason += f" (C++ compiler: {os.environ.get('CXX', 'c++')})"
+            os.makedirs(self.package_dir(), exist_ok=True)
+            with open(error_file, "w") as f:
+                f.write(reason + "\n")
+            print(f"gpt-pretrain: the compiled kernels (gpt_kernels) could not be built: {reason}. "
+                  "The install goes on without them: --kernels torch works; for --kernels ext, "
+                  "fix the compiler error above and reinstall (pip install -e .), or set "
+                  "GPT_KERNELS_REQUIRED=1 to make this an error.", file=sys.stderr)
 
     return OptionalBuildExtension.with_options(no_python_abi_suffix=True)
 

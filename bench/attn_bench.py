@@ -83,6 +83,7 @@ def main():
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, default shape only")
     parser.add_argument("--shapes", default=None, help="e.g. 32x6x256x64,8x12x1024x64")
+    common.add_tag_argument(parser)
     args = parser.parse_args()
     device = common.pick_device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -150,7 +151,8 @@ def main():
              "backend choice (on the CPU with dropout > 0 it falls back to the math path). "
              f"{'CPU: fp32' if device.type == 'cpu' else 'CUDA: bf16'}; median of {reps} repeats, "
              "interleaved across providers.")
-    common.write_results("attn_bench_quick" if args.quick else "attn_bench", device, rows, columns, limits, notes)
+    name = common.tagged("attn_bench_quick" if args.quick else "attn_bench", args.tag)
+    common.write_results(name, device, rows, columns, limits, notes)
 
 
 if __name__ == "__main__":

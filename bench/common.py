@@ -18,7 +18,9 @@ import time
 
 import torch
 
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# GPT_BENCH_RESULTS: another folder (bench/run_all.sh's CPU self-check), so a trial run never
+# replaces the committed tables
+RESULTS_DIR = os.environ.get("GPT_BENCH_RESULTS") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def pick_device(requested=None):
@@ -187,6 +189,18 @@ def markdown_table(rows, columns):
             cells.append("-" if value is None else (fmt.format(value) if fmt else str(value)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def add_tag_argument(parser):
+    """--tag: a run with other flags than the defaults (a subset of providers, one shape) writes
+    its own results file instead of replacing the full table (bench/run_all.sh uses it)."""
+    parser.add_argument("--tag", type=lambda s: s if re.fullmatch(r"[A-Za-z0-9_.-]+", s) else
+                        parser.error(f"--tag {s!r}: letters, digits, '.', '_' and '-' only"),
+                        help="appended to the results' file name: <bench>_<tag>_<device>.md")
+
+
+def tagged(name, tag):
+    return f"{name}_{tag}" if tag else name
 
 
 def write_results(name, device, rows, columns, limits, notes=""):

@@ -2,6 +2,7 @@
 
     python bench/dropout_bench.py                # GPU when present, else CPU
     python bench/dropout_bench.py --device cpu
+    python bench/dropout_bench.py --providers torch,ours --tag eager   # no torch.compile; own file
 
 out = residual + dropout(x, p), p = 0.1, forward and forward+backward, for: torch eager
 (`residual + F.dropout(x, p)`, as the model's PyTorch path writes it), the same under
@@ -27,20 +28,24 @@ import common  # noqa: E402
 P = 0.1
 
 
-def providers(have_ext):
+def providers(have_ext, wanted):
     def eager(x, residual):
         return residual + F.dropout(x, P, training=True)
     result = [("torch", eager), ("compile", torch.compile(eager))]
     if have_ext:
         result.append(("ours", lambda x, residual: torch.ops.gpt_kernels.dropout_add(x, residual, P)))
-    return result
+    return [(name, fn) for name, fn in result if name in wanted]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument("--reps", type=int, default=None, help="timed rounds (default 30 CPU, 100 GPU)")
+    parser.add_argument("--providers", default="torch,compile,ours",
+                        help="a subset of torch,compile,ours (torch always: the speed-ups are over it)")
+    common.add_tag_argument(parser)
     args = parser.parse_args()
+    wanted = set(args.providers.split(",")) | {"torch"}
     device = common.pick_device(args.device)
     have_ext = common.have_extension()
     cases = [((32, 256, 384), torch.float32, torch.float32)]
@@ -59,7 +64,7 @@ def main():
         n = x.numel()
         for mode in ("fwd", "fwd+bwd"):
             steps = {}
-            for name, fn in providers(have_ext):
+            for name, fn in providers(have_ext, wanted):
                 if mode == "fwd":
                     def step(fn=fn):
                         with torch.no_grad():
@@ -97,7 +102,7 @@ def main():
              "the backward adds grad_out read and grad_x written; the residual's gradient is "
              "grad_out itself), over the median time of "
              f"{reps} interleaved rounds; 'of copy bw' relative to a 256 MB copy in the same run.")
-    common.write_results("dropout_bench", device, rows, columns, {"copy_gbs": copy_gbs}, notes)
+    common.write_results(common.tagged("dropout_bench", args.tag), device, rows, columns, {"copy_gbs": copy_gbs}, notes)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python bench/gelu_bench.py                # GPU when present, else CPU
     python bench/gelu_bench.py --device cpu
+    python bench/gelu_bench.py --providers torch,ours --tag eager      # no torch.compile; own file
 
 The first MLP layer's activation, out = gelu(x + bias) (exact erf GELU), forward and
 forward+backward, in two settings:
@@ -28,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 
-def providers(setting, have_ext):
+def providers(setting, have_ext, wanted):
     if setting == "op":
         def eager(x, bias):
             return F.gelu(x + bias)
@@ -44,14 +45,18 @@ def providers(setting, have_ext):
     result = [("torch", eager), ("compile", torch.compile(eager))]
     if have_ext:
         result.append(("ours", ours))
-    return result
+    return [(name, fn) for name, fn in result if name in wanted]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument("--reps", type=int, default=None, help="timed rounds (default 20 CPU, 100 GPU)")
+    parser.add_argument("--providers", default="torch,compile,ours",
+                        help="a subset of torch,compile,ours (torch always: the speed-ups are over it)")
+    common.add_tag_argument(parser)
     args = parser.parse_args()
+    wanted = set(args.providers.split(",")) | {"torch"}
     device = common.pick_device(args.device)
     have_ext = common.have_extension()
     cases = [(32 * 256, 384, 1536, torch.float32)]  # rows, embed, hidden, dtype
@@ -73,7 +78,7 @@ def main():
         for setting, args_ in (("op", (x, bias)), ("linear", (inp, weight, bias))):
             for mode in ("fwd", "fwd+bwd"):
                 steps = {}
-                for name, fn in providers(setting, have_ext):
+                for name, fn in providers(setting, have_ext, wanted):
                     if mode == "fwd":
                         def step(fn=fn):
                             with torch.no_grad():
@@ -111,7 +116,7 @@ def main():
              "relative to a 256 MB copy in the same run. On the CPU the outputs are fresh 50 MB "
              "tensors whose pages fault in on first touch, which costs more than the arithmetic "
              "(README.md, Benchmarks).")
-    common.write_results("gelu_bench", device, rows, columns, {"copy_gbs": copy_gbs}, notes)
+    common.write_results(common.tagged("gelu_bench", args.tag), device, rows, columns, {"copy_gbs": copy_gbs}, notes)
 
 
 if __name__ == "__main__":

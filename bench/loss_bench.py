@@ -130,6 +130,7 @@ def main():
     parser.add_argument("--budget", type=float, default=None, help="seconds of timing per row (default 6 CPU, 1 GPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
+    common.add_tag_argument(parser)
     args = parser.parse_args()
 
     device = common.pick_device(args.device)
@@ -193,7 +194,7 @@ def main():
         print(common.markdown_table(rows, columns))
     else:
         name = "loss_bench_quick" if args.quick else "loss_bench"  # --quick keeps the full table
-        common.write_results(name, device, rows, columns, {"copy_gbs": copy_gbs}, notes)
+        common.write_results(common.tagged(name, args.tag), device, rows, columns, {"copy_gbs": copy_gbs}, notes)
 
 
 if __name__ == "__main__":

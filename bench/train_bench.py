@@ -22,7 +22,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import device_name, matmul_tflops, peak_memory_bytes, pick_device, time_ms, write_results  # noqa: E402
+from common import (add_tag_argument, device_name, matmul_tflops, peak_memory_bytes, pick_device,  # noqa: E402
+                    tagged, time_ms, write_results)
 from gpt_pretrain import GPT, GPTConfig, loss_function, make_optimizer  # noqa: E402
 
 SHAPES = {
@@ -84,6 +85,7 @@ def main():
     parser.add_argument("--steps", type=int, help="timed steps (default 20 GPU, 5 CPU)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--profile", metavar="VARIANT", help="print a torch.profiler table of one step of VARIANT")
+    add_tag_argument(parser)
     args = parser.parse_args()
     device = pick_device(args.device)
     on_gpu = device.type == "cuda"
@@ -159,7 +161,7 @@ def main():
     name = "train_bench" + (f"_{'-'.join(args.shapes)}" if args.shapes else "") + \
         (f"_b{args.batch_size}" if args.batch_size else "") + \
         (f"_p{args.dropout:g}" if args.dropout is not None else "")
-    write_results(name, device, rows, columns, limits,
+    write_results(tagged(name, args.tag), device, rows, columns, limits,
                   notes=f"Full step: forward, backward, grad clip, AdamW; {dtype} "
                         f"{'autocast' if on_gpu else ''}; median of {steps} steps after {args.warmup} warm-up, "
                         f"variants timed in interleaved rounds.")

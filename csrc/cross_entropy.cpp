@@ -314,23 +314,24 @@ void ce_scale_grad_cpu(at::Tensor& grad, const at::Tensor& grad_loss, const at::
   if (!g.is_same(grad)) grad.copy_(g);
 }
 
-// The backward for 16-bit logits: grad = upstream * d loss / d logits, recomputed from the logits
-// in fp32 and rounded once. The forward's 16-bit gradient is already final for an upstream
-// factor of exactly 1, so such rows (all of them for a "mean" or "sum" loss.backward()) are
-// skipped; any other factor (a GradScaler's 65536, a weighted "none" loss) would round twice if
-// it rescaled the stored gradient, and (p - y) / N under 2^-24 would already have flushed to 0.
+// The backward for float16 logits (any dtype works): grad = upstream * d loss / d logits,
+// recomputed from the logits in fp32 and rounded once. The forward's gradient is already final
+// for an upstream factor of exactly 1, so such rows (all of them for a "mean" or "sum"
+// loss.backward()) are skipped; any other factor (a GradScaler's 65536, a weighted "none" loss)
+// would round twice if it rescaled the stored gradient, and (p - y) / N under 2^-24 would
+// already have flushed to 0.
 void ce_regrad_cpu(at::Tensor& grad, const at::Tensor& logits_in, const at::Tensor& grad_loss,
                    const at::Tensor& targets_in, int64_t ignore_index,
                    c10::string_view reduction_name) {
   const int reduction = ce_reduction(reduction_name);
   ce_check_inputs(logits_in, targets_in);
   ce_check_regrad_args(grad, logits_in, grad_loss, targets_in, reduction);
-  const at::Tensor targets = targets_in.contiguous();
-  const int64_t V = logits_in.size(1);
-  const int64_t n_valid = check_targets_cpu(targets, V, ignore_index);
   const auto acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor factors = grad_loss.reshape({-1}).to(acc_type).contiguous();
   if (reduction != kCeNone && factors.item<double>() == 1.0) return;  // the usual case: free
+  const at::Tensor targets = targets_in.contiguous();
+  const int64_t V = logits_in.size(1);
+  const int64_t n_valid = check_targets_cpu(targets, V, ignore_index);
   const at::Tensor logits = logits_in.contiguous();
   at::Tensor g = grad.is_contiguous() ? grad : grad.contiguous();
   const int64_t N = g.size(0);

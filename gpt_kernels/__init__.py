@@ -8,15 +8,22 @@ Build it with `pip install -e .` from the repository root (see README.md).
 """
 import torch  # noqa: F401  (the compiled library links against torch's libraries)
 
+def _build_error():
+    """The reason setup.py left when the kernels failed to build, or None."""
+    import os
+    path = os.path.join(os.path.dirname(__file__), "_build_error.txt")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return f.read().strip()
+
+
+if _build_error() is not None:  # written by setup.py when the build failed and the install went on
+    raise ImportError(f"gpt_kernels was not built: {_build_error()}; fix that and reinstall with "
+                      "`pip install -e .`")
 try:
     from . import _C  # noqa: F401  (registers torch.ops.gpt_kernels.* and their CPU/CUDA kernels)
 except ImportError as e:
-    import os as _os
-    _why = _os.path.join(_os.path.dirname(__file__), "_build_error.txt")
-    if _os.path.exists(_why):  # written by setup.py when the build failed and the install went on
-        with open(_why) as _f:
-            raise ImportError(f"gpt_kernels was not built: {_f.read().strip()}; fix that and "
-                              "reinstall with `pip install -e .`") from None
     raise ImportError(f"gpt_kernels' compiled library does not load ({e}); build it with "
                       "`pip install -e .` (or `python setup.py build_ext --inplace`)") from e
 from . import cross_entropy as _cross_entropy  # autograd + fake registrations of the loss ops

@@ -13,21 +13,24 @@ How the ops fit together (schemas in csrc/module.cpp):
   cross_entropy_fwd          (loss, grad): the fused kernel; grad is d loss / d logits for an
                              upstream gradient of 1 (empty when compute_grad is False).
                              Its autograd formula below saves grad and hands it back.
-  cross_entropy_scale_grad_  the float32/float64 backward: grad *= upstream gradient in place,
-                             per row for "none"; rows whose factor is exactly 1 are skipped, so
-                             the usual loss.backward() of a mean loss costs nothing (no device
-                             sync either: on CUDA each block reads its factor and returns when
-                             it is 1).
-  cross_entropy_regrad_      the bfloat16/float16 backward: rows whose factor is not exactly 1
-                             are recomputed from the logits in fp32 and rounded once, instead of
-                             rescaling a gradient already rounded to 16 bits (which rounds twice,
-                             and loses (p - y) / N below fp16's 2^-24 before a GradScaler's
-                             factor of 65536 could lift it). So the 16-bit path also saves the
-                             logits, as F.cross_entropy saves its N x V log-softmax.
+  cross_entropy_scale_grad_  the backward (float32, float64, bfloat16): grad *= upstream gradient
+                             in place, per row for "none"; rows whose factor is exactly 1 are
+                             skipped, so the usual loss.backward() of a mean loss costs nothing
+                             (no device sync either: on CUDA each block reads its factor and
+                             returns when it is 1).
+  cross_entropy_regrad_      the float16 backward: rows whose factor is not exactly 1 are
+                             recomputed from the logits in fp32 and rounded once, instead of
+                             rescaling a gradient already rounded to float16 (which rounds twice,
+                             and has lost (p - y) / N below 2^-24 before a GradScaler's factor
+                             of 65536 could lift it). So the float16 path also saves the logits,
+                             as F.cross_entropy saves its N x V log-softmax. bfloat16 has
+                             float32's range, so nothing underflows there, and a power-of-two
+                             factor (a GradScaler's, 1/2^k) rescales it exactly; any other
+                             factor rounds it a second time (at most one more half-ulp).
+  cross_entropy_fwd_inplace  the fused kernel writing grad over the logits (see below).
 
 The loss is float32 for bfloat16/float16 logits (float64 for float64), as F.cross_entropy's is
 under autocast, for every reduction.
-  cross_entropy_fwd_inplace  the fused kernel writing grad over the logits (see below).
 
 Why a composite public op rather than register_autograd on cross_entropy itself: an autograd
 formula registered on an op sees only the op's outputs, and the point of the fusion is that the
@@ -70,7 +73,7 @@ def _check(logits, targets, reduction):
     torch._check(reduction in _REDUCTIONS, lambda: f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got '{reduction}'")
 
 
-_SIXTEEN_BIT = (torch.bfloat16, torch.float16)
+_SIXTEEN_BIT = (torch.bfloat16, torch.float16)  # their loss is float32
 
 
 def _loss_shape(logits, reduction):
@@ -128,8 +131,8 @@ def _fwd_setup_context(ctx, inputs, output):
     # grad is an output only to be saved; without this, autograd would hand backward a zero
     # tensor of its size (N x V written for nothing) as "its gradient"
     ctx.set_materialize_grads(False)
-    # 16-bit: the backward recomputes from the logits unless the upstream factor is exactly 1
-    ctx.save_for_backward(grad, targets, logits if logits.dtype in _SIXTEEN_BIT else None)
+    # float16: the backward recomputes from the logits unless the upstream factor is exactly 1
+    ctx.save_for_backward(grad, targets, logits if logits.dtype == torch.float16 else None)
     ctx.ignore_index, ctx.reduction, ctx.compute_grad = ignore_index, reduction, compute_grad
 
 
@@ -180,9 +183,10 @@ def cross_entropy_inplace(logits, targets, ignore_index=-100, reduction="mean"):
     For when the caller's logits are dead after the loss (the usual `logits = lm_head(x);
     loss = ...`): it saves the N x V gradient buffer. After the call `logits` holds
     d loss / d logits (for an upstream gradient of 1) and must not be read again: that is the
-    caller's promise, which no check can verify. With bfloat16/float16 logits the logits are
-    gone when the backward runs, so an upstream factor other than 1 (a GradScaler's) rescales
-    the 16-bit gradient, rounding twice; cross_entropy recomputes it instead. What is checked: the version counter of the
+    caller's promise, which no check can verify. With float16 logits the logits are gone when
+    the backward runs, so an upstream factor other than 1 (a GradScaler's 65536) rescales the
+    float16 gradient: entries of (p - y) / N below 2^-24 have already flushed to zero and others
+    round twice. Use cross_entropy for float16 under a GradScaler. What is checked: the version counter of the
     logits is bumped, so if another op saved the logits for its backward, backward raises
     autograd's in-place error rather than computing a wrong gradient; logits that are a leaf
     requiring grad are refused, as torch refuses in-place ops on them. Without grad (inference,

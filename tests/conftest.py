@@ -24,11 +24,6 @@ SCRIPT = os.path.join(ROOT, "gpt_pretrain.py")
 TINY = ["--context-len", "16", "--embed-dim", "32", "--n-head", "2", "--n-layer", "2",
         "--batch-size", "4", "--eval-iters", "2", "--warmup-iters", "2"]
 
-# Test files that exercise the compiled extension (each imports gpt_kernels).
-EXTENSION_TEST_FILES = ["test_attention.py", "test_bias_gelu.py", "test_cross_entropy.py",
-                        "test_dropout_add.py", "test_ext_model.py", "test_simd_paths.py",
-                        "test_emulated.py"]
-
 try:
     import gpt_kernels
     EXTENSION_ERROR = None
@@ -36,22 +31,27 @@ except Exception as e:  # ImportError, or an OSError from a library built for an
     gpt_kernels = None
     EXTENSION_ERROR = f"{type(e).__name__}: {e}"
 EXTENSION_OPTIONAL = os.environ.get("GPT_KERNELS_OPTIONAL", "0") == "1"
-
-if EXTENSION_ERROR is not None and not EXTENSION_OPTIONAL:
-    raise pytest.UsageError(
-        f"gpt_kernels, the compiled extension, does not import ({EXTENSION_ERROR}).\n"
-        "Build it with `pip install -e .` (its output says why a build failed), or set "
-        "GPT_KERNELS_OPTIONAL=1 to run only the tests of the pure PyTorch path.")
-
-# tests/test_simd_paths.py runs the op tests against another build of the extension: make sure
-# that build is the one imported
-_expected = os.environ.get("GPT_KERNELS_EXPECT_BUILD")
-if _expected and gpt_kernels is not None and \
-        not os.path.abspath(gpt_kernels.__file__).startswith(os.path.abspath(_expected)):
-    raise pytest.UsageError(f"expected gpt_kernels from {_expected}, imported {gpt_kernels.__file__}")
-
-# pytest does not collect these when the user opted out of the extension
+TESTS = os.path.dirname(os.path.abspath(__file__))
+# the test files that need the compiled extension: those that import it
+EXTENSION_TEST_FILES = sorted(
+    name for name in os.listdir(TESTS) if name.startswith("test_") and name.endswith(".py")
+    and "import gpt_kernels" in open(os.path.join(TESTS, name), encoding="utf-8").read())
+# pytest does not collect these when the user opted out of the extension and it is missing
 collect_ignore = EXTENSION_TEST_FILES if EXTENSION_ERROR is not None else []
+
+
+def pytest_configure(config):
+    if EXTENSION_ERROR is not None and not EXTENSION_OPTIONAL:
+        raise pytest.UsageError(
+            f"gpt_kernels, the compiled extension, does not import ({EXTENSION_ERROR}).\n"
+            "Build it with `pip install -e .` (`pip install -v -e .` shows why a build failed), "
+            "or set GPT_KERNELS_OPTIONAL=1 to run only the tests of the pure PyTorch path.")
+    # tests/test_simd_paths.py runs the op tests against another build of the extension: make
+    # sure that build is the one imported
+    expected = os.environ.get("GPT_KERNELS_EXPECT_BUILD")
+    if expected and gpt_kernels is not None and \
+            not os.path.abspath(gpt_kernels.__file__).startswith(os.path.abspath(expected)):
+        raise pytest.UsageError(f"expected gpt_kernels from {expected}, imported {gpt_kernels.__file__}")
 
 
 def cuda_skip_reason():

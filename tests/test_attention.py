@@ -173,11 +173,11 @@ def test_without_blas_fallback():
         "g = torch.randn_like(out)\n"
         "a = torch.autograd.grad(out, (q, k, v), g); b = torch.autograd.grad(ref, (q, k, v), g)\n"
         "print(max([(out - ref).abs().max().item()] + [(x - y).abs().max().item() for x, y in zip(a, b)]))\n")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(gpt_kernels.__file__)))  # this build
     env = dict(os.environ, GPT_KERNELS_NO_BLAS="1",
                PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                            timeout=120)
+                            timeout=120, cwd=root)
     assert result.returncode == 0, result.stderr
     assert float(result.stdout.strip().splitlines()[-1]) < 1e-10
 

@@ -141,6 +141,8 @@ def test_16bit_gradients_are_as_accurate_as_torch_under_any_upstream_factor(devi
             loss, grad = ours(x, t, reduction=reduction, upstream=up)
             xt = x.detach().clone().requires_grad_()
             torch_loss = F.cross_entropy(xt, t, reduction=reduction)
+            # F.cross_entropy's loss is 16-bit here: 65536 in float16 is inf, so its error
+            # is infinite in that case and only the ulp bound below constrains ours
             torch_loss.backward(up.to(torch_loss.dtype))
             err = relative_error_16bit(grad, ref, dtype)
             torch_err = relative_error_16bit(xt.grad, ref, dtype)
@@ -148,7 +150,10 @@ def test_16bit_gradients_are_as_accurate_as_torch_under_any_upstream_factor(devi
             assert loss.dtype == torch.float32, where
             assert err <= 0.55 * eps, f"{where}: error {err:.3g} ulp-relative, above 0.55 eps ({eps:.3g})"
             assert err <= 1.25 * torch_err, f"{where}: error {err:.3g} vs F.cross_entropy's {torch_err:.3g}"
-            lost = (grad.cpu() == 0) & (ref.to(dtype) != 0)
+            # lost: 0 where the exact value is clearly above half the smallest subnormal (the
+            # kernel's fp32 error may round values at that boundary either way)
+            boundary = torch.finfo(dtype).smallest_normal * eps / 2  # half the smallest subnormal
+            lost = (grad.cpu() == 0) & (ref.abs() > boundary * 1.001)
             assert not lost.any(), f"{where}: {lost.sum().item()} gradients flushed to 0"
 
 
@@ -227,14 +232,13 @@ def test_ignore_index(device, ignore_index, reduction):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_all_rows_ignored_behaves_like_torch(device, reduction):
+    """Stated, as F.cross_entropy defines it: "mean" of no rows is 0/0 = nan, "sum" is 0,
+    "none" is all zeros; the gradient is zero everywhere."""
     x, t = make(8, 11, torch.float32, device)
     t[:] = -100
     loss, grad = ours(x, t, reduction=reduction)
-    xt = x.clone().requires_grad_()
-    ref = F.cross_entropy(xt, t, reduction=reduction)
-    ref.backward(torch.ones_like(ref))
-    torch.testing.assert_close(loss, ref.detach(), equal_nan=True)  # mean: nan (0/0), like torch
-    torch.testing.assert_close(grad, xt.grad, equal_nan=True)
+    expected = {"mean": torch.tensor(math.nan), "sum": torch.tensor(0.0), "none": torch.zeros(8)}[reduction]
+    torch.testing.assert_close(loss.cpu(), expected, equal_nan=True, rtol=0, atol=0)
     assert (grad == 0).all()
 
 
@@ -304,6 +308,10 @@ def test_opcheck(device):
         torch.library.opcheck(torch.ops.gpt_kernels.cross_entropy_fwd_inplace, (x.clone(), t, -100, reduction))
         up = torch.rand(9 if reduction == "none" else (), device=device)
         torch.library.opcheck(torch.ops.gpt_kernels.cross_entropy_scale_grad_, (x.clone(), up, t, -100, reduction))
+        for dtype in (torch.float32, torch.bfloat16):  # the 16-bit backward (any dtype works)
+            xd = x.to(dtype)
+            torch.library.opcheck(torch.ops.gpt_kernels.cross_entropy_regrad_,
+                                  (torch.zeros_like(xd), xd, up, t, -100, reduction))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -499,6 +507,21 @@ def test_bad_input_raises(device, case, match):
             gpt_kernels.cross_entropy_inplace(x.clone().requires_grad_() * 1, t, -100, reduction)
 
 
+def test_backward_ops_reject_bad_arguments():
+    x = torch.randn(4, 10, dtype=torch.bfloat16)
+    t = torch.randint(0, 10, (4,))
+    up = torch.tensor(2.0)
+    regrad = torch.ops.gpt_kernels.cross_entropy_regrad_
+    with pytest.raises(RuntimeError, match="grad must have the logits' shape and dtype"):
+        regrad(torch.zeros(4, 9, dtype=torch.bfloat16), x, up, t, -100, "mean")
+    with pytest.raises(RuntimeError, match="grad must have the logits' shape and dtype"):
+        regrad(torch.zeros(4, 10), x, up, t, -100, "mean")
+    with pytest.raises(RuntimeError, match="the upstream gradient has 1 elements, expected 4"):
+        regrad(torch.zeros_like(x), x, up, t, -100, "none")
+    with pytest.raises(RuntimeError, match=r"target 10 at row 1 is outside \[0, 10\)"):
+        regrad(torch.zeros_like(x), x, up, torch.tensor([0, 10, 1, 2]), -100, "sum")
+
+
 def test_bad_input_different_devices():
     x = torch.randn(4, 10)
     t = torch.randint(0, 10, (4,), device="meta")
@@ -535,12 +558,13 @@ def test_cuda_64bit_offsets():
 
 # ---------------------------------------------------------------------------------------------
 # Training check: 50 steps with --kernels ext follow --kernels torch: to 1e-4 on the CPU (fp32
-# throughout); on CUDA under bf16 autocast, where both paths round to bf16 in different places
-# (fused kernels vs separate ops), to 2e-2 of a loss near 5.5, about 3 bf16 ulps
+# throughout); on CUDA under bf16 autocast, where the two paths round activations to bf16 in
+# different places (fused kernels vs separate ops), to 5e-2 of a loss near 5.5 (an allowance,
+# not yet measured on a GPU)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("device,tolerance", [("cpu", 1e-4),
-                                              pytest.param("cuda", 2e-2, marks=cuda_only)])
+                                              pytest.param("cuda", 5e-2, marks=cuda_only)])
 def test_training_with_ext_kernels_follows_torch(tmp_path, device, tolerance):
     import numpy as np
     data = tmp_path / "tokens.bin"

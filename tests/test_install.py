@@ -18,8 +18,19 @@ import pytest
 
 from conftest import ROOT, TINY
 
-IGNORE = shutil.ignore_patterns(".git", ".venv", "venv", "build", "*.so", "out*", "__pycache__",
-                                ".pytest_cache", "stdlib", "_build_error.txt", "*.egg-info")
+_IGNORE_ANYWHERE = shutil.ignore_patterns("__pycache__", ".pytest_cache", "*.so", "*.egg-info",
+                                          "_build_error.txt")
+
+
+def IGNORE(folder, names):
+    """What the copy leaves out: build outputs anywhere, and the checkout's own virtualenvs,
+    builds, runs and prepared corpus at the top."""
+    ignored = set(_IGNORE_ANYWHERE(folder, names))
+    if os.path.samefile(folder, ROOT):
+        ignored |= {n for n in names if n in (".git", ".venv", "venv", "build", "runs") or n.startswith("out")}
+    if os.path.basename(folder) == "data":
+        ignored |= {"stdlib"} & set(names)
+    return ignored
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +40,7 @@ def failed_install(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("install")
     project = tmp / "project"
     shutil.copytree(ROOT, project, ignore=IGNORE)
+    (project / "gpt_kernels" / "_C.so").write_bytes(b"a library from an earlier build")
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = str(venv / "bin" / "python")
@@ -50,7 +62,7 @@ def test_install_without_a_compiler_succeeds_and_says_why(failed_install):
     lines = [line.strip() for line in output.splitlines() if "could not be built" in line]
     assert lines, f"no line says why the kernels were not built:\n{output[-3000:]}"
     assert "C++ compiler: false" in lines[0] and "--kernels torch works" in lines[0]
-    assert not list((project / "gpt_kernels").glob("_C*.so"))
+    assert not list((project / "gpt_kernels").glob("_C*.so")), "an older library must not stay"
     assert (project / "gpt_kernels" / "_build_error.txt").exists()
 
 

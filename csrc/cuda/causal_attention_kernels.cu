@@ -39,9 +39,9 @@
 // 232 registers per thread there).
 //
 // Check: python -m pytest tests/test_attention.py (CUDA cases run when a GPU is present).
-// Written and checked without a GPU: tools/emulate_attention_cuda.py replays these kernels'
-// index math in numpy (NaN-filled shared memory, WMMA semantics as documented, bf16/fp16
-// rounding) against a float64 reference; keep it in step with any change here.
+// Written without a GPU; tests/test_emulated.py runs this very file on the CPU under the
+// CUDA emulator (tests/cuda_emu: NaN-filled shared memory, WMMA semantics as documented, race
+// and memory checks) against the CPU kernel and a float64 reference.
 // Bench: python bench/attn_bench.py --device cuda
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

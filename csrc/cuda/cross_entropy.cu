@@ -23,7 +23,7 @@
 //   ce_scale_kernel     the fp32/fp64 backward: rows scaled in place by the upstream gradient; a
 //                       block returns at once where the factor is exactly 1 (the usual mean
 //                       loss), so loss.backward() costs one tiny launch and no host round trip.
-//   regrad (ce_forward_kernel with factors): the 16-bit backward. Rescaling a stored 16-bit
+//   regrad (ce_forward_kernel with factors): the float16 backward. Rescaling a stored 16-bit
 //                       gradient would round twice, and (p - y) / N below fp16's 2^-24 would be
 //                       gone before a GradScaler's factor could save it; so rows whose factor is
 //                       not exactly 1 are recomputed from the logits with scale = factor / n_valid
@@ -164,9 +164,10 @@ ce_forward_kernel(const T* logits, T* grad, const int64_t* __restrict__ targets,
   // logits and grad are not __restrict__: grad may be the logits themselves (in place). Every
   // element is read (pass 1, pass 2) by the thread that later writes it, and x_t is read before
   // the barrier that precedes any write.
-  // Regrad mode (factors != null, the 16-bit backward): no loss is written, and a row whose
-  // upstream factor is exactly 1 keeps the gradient the forward wrote (the whole launch returns
-  // at once for the usual mean loss.backward()). The same branch for every thread of the block.
+  // Regrad mode (factors != null, the float16 backward): no loss is written, and a row whose
+  // upstream factor is exactly 1 keeps the gradient the forward wrote (for the usual mean
+  // loss.backward() every block returns here; only the small count kernel ran before). The
+  // same branch for every thread of the block.
   if (factors != nullptr && !per_row && factors[0] == A(1)) return;
   if (tid == 0) sh_scale = reduction == 1 ? A(1) / A(sum_counts(counts, 0)) : A(1);
   __syncthreads();
