@@ -32,11 +32,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from support.distributed import any_rank, gather_from_ranks, mean_over_ranks
+from support.distributed import gather_from_ranks, sum_over_ranks
+from support.files import WriteError, write_atomically
+from support.guards import SpikeDetector
+from support.loggers import LOGGERS, MetricsLog
 from support.plots import plot_losses
-from support.runtime import warn_if_slow_on_cpu
 from support.hf import HFError
-from support.sampling import sample_text
+from support.runtime import flops_per_token, peak_flops, warn_if_slow_on_cpu
+from support.sampling import SamplingError, sample_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(HERE, "data", "stdlib")
@@ -44,6 +47,19 @@ DEFAULT_DATA = os.path.join(HERE, "data", "stdlib")
 
 class UsageError(Exception):
     """Bad input from the user: main() prints the message and exits with status 2."""
+
+
+# Exit statuses besides 0 and 2 (bad input): the run diverged (non-finite loss, gradients or
+# weights), a file of the run could not be written (disk full...), Ctrl-C.
+EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_INTERRUPTED = 3, 4, 130
+
+
+class RunStopped(Exception):
+    """The run cannot go on: main() prints the message (one line) and exits with .status."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
 
 
 # ----------------------------------------------------------------------------- config
@@ -211,11 +227,11 @@ class CausalSelfAttention(nn.Module):
         self.register_buffer("causal_mask", mask.view(1, 1, config.context_len, config.context_len),
                              persistent=False)
 
-    def forward(self, x):
+    def forward(self, x, layer_cache=None):
         B, T, C = x.shape
         qkv = self.qkv(x)  # (B, T, 3C)
         dropout_p = self.dropout if self.training else 0.0
-        if self.kernels == "ext":
+        if self.kernels == "ext" and layer_cache is None:
             # FlashAttention-style kernel with in-kernel dropout (csrc/causal_attention.cpp) that
             # reads the heads out of qkv and writes them side by side: no transposes, no copies
             return self.proj(torch.ops.gpt_kernels.causal_attention_qkv(qkv, self.n_head, dropout_p))
@@ -223,11 +239,15 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if layer_cache is not None:  # sampling: the new tokens also attend to the cached ones
+            k, v = layer_cache.extend(k, v)  # (B, nh, L, hs), the new tokens the last T of L
+        L = k.size(2)
         if self.attention == "sdpa":
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            mask = None if L == T or T == 1 else self.causal_mask[:, :, L - T:L, :L]  # one new token sees all
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=L == T)
         else:
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, T)
-            att = att.masked_fill(~self.causal_mask[:, :, :T, :T], float("-inf"))
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, L)
+            att = att.masked_fill(~self.causal_mask[:, :, L - T:L, :L], float("-inf"))
             att = self.attn_dropout(F.softmax(att, dim=-1))
             y = att @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
@@ -263,9 +283,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.dropout, self.kernels = config.dropout, config.kernels
 
-    def forward(self, x):
+    def forward(self, x, layer_cache=None):
         # pre-LayerNorm: the residual stream stays un-normalised; x + dropout(branch)
-        x = dropout_add(self.attn(self.ln1(x)), x, self.dropout, self.training, self.kernels)
+        x = dropout_add(self.attn(self.ln1(x), layer_cache), x, self.dropout, self.training, self.kernels)
         x = dropout_add(self.mlp(self.ln2(x)), x, self.dropout, self.training, self.kernels)
         return x
 
@@ -293,13 +313,18 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx):
+    def forward(self, idx, kv_cache=None):
+        """Logits (B, T, vocab_size) for idx (B, T). With a KVCache (sampling, support/sampling.py)
+        idx continues the tokens cached so far, whose keys and values are reused, not recomputed."""
         B, T = idx.shape
-        pos = torch.arange(T, device=idx.device)
+        start = kv_cache.length if kv_cache is not None else 0
+        pos = torch.arange(start, start + T, device=idx.device)
         x = self.token_emb(idx) + self.pos_emb(pos)  # (B, T, C)
         x = dropout_add(x, None, self.config.dropout, self.training, self.config.kernels)
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, kv_cache.layer(i) if kv_cache is not None else None)
+        if kv_cache is not None:
+            kv_cache.length += T
         return self.head(self.ln_f(x))  # (B, T, vocab_size)
 
     def num_params(self):
@@ -363,19 +388,17 @@ def evaluate(model, datasets, eval_starts, loss_fn, device, autocast):
 
 
 def save_checkpoint(path, state):
-    """Write atomically: a crash or kill -9 mid-write leaves the previous checkpoint intact."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # atomic: readers see the old file or the new, never half
-    if os.name == "posix":  # make the rename itself durable (Windows cannot open a directory)
-        dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    """Write atomically: a crash, a kill -9 or a full disk mid-write leaves the previous
+    checkpoint intact and no temp file (a write error raises WriteError, saying why)."""
+    write_atomically(path, lambda f: torch.save(state, f), "the checkpoint")
+
+
+def all_finite(*modules_or_optimizers):
+    """Whether every weight (and optimizer moment) is finite: checked before a checkpoint."""
+    tensors = [p for m in modules_or_optimizers if isinstance(m, nn.Module) for p in m.parameters()]
+    tensors += [t for m in modules_or_optimizers if isinstance(m, torch.optim.Optimizer)
+                for state in m.state.values() for t in state.values() if torch.is_tensor(t)]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
 
 def load_checkpoint(path, flag="--resume"):
@@ -428,6 +451,8 @@ def print_sample(model, tokenizer_path, args, device):
         print(sample_text(model, tokenizer_path, args, device))
     except ValueError as e:  # a prompt the model's vocabulary cannot express
         raise UsageError(str(e)) from None
+    except SamplingError as e:  # a model whose output is no distribution (NaN or inf)
+        raise RunStopped(f"cannot sample: {e}", EXIT_DIVERGED) from None
 
 
 # ----------------------------------------------------------------------------- command line
@@ -467,12 +492,26 @@ def parse_args(argv=None):
     hub.add_argument("--export-hf", metavar="DIR",
                      help="write the checkpoint in --out-dir (or --init-from's model) as a transformers "
                      "GPT-2 folder (AutoModelForCausalLM, AutoTokenizer) and exit")
+    guards = p.add_argument_group("guards and logging")
+    guards.add_argument("--max-nonfinite", type=int, default=3, metavar="N",
+                        help="stop (exit status 3) after N steps in a row whose loss or gradient norm is "
+                        "not finite; such steps are never applied (default 3)")
+    guards.add_argument("--skip-spikes", type=float, metavar="Z",
+                        help="do not apply a step whose loss is more than Z standard deviations above the "
+                        "last 128 steps' (llm.c's outlier guard; default off)")
+    guards.add_argument("--logger", action="append", choices=LOGGERS,
+                        help="also log to TensorBoard or W&B (repeat for both); metrics.jsonl is always written")
+    guards.add_argument("--peak-flops", type=float, metavar="FLOPS",
+                        help="one device's peak FLOP/s for the MFU column (default: looked up for known "
+                        "GPUs, see support/runtime.py)")
     sample = p.add_argument_group("sampling")
     sample.add_argument("--sample", action="store_true", help="only sample from the checkpoint in --out-dir")
     sample.add_argument("--prompt", default="", help="text to continue (default: start of a file)")
     sample.add_argument("--num-tokens", type=int, default=300)
     sample.add_argument("--temperature", type=float, default=0.8)
-    sample.add_argument("--top-k", type=int, default=50)
+    sample.add_argument("--top-k", type=int, default=50, help="sample from the k likeliest tokens (0: all)")
+    sample.add_argument("--top-p", type=float, default=1.0,
+                        help="then from the fewest whose probabilities add up to p (default 1: off)")
     return p.parse_args(argv)
 
 
@@ -521,6 +560,17 @@ def resolve_config(args, checkpoint, pretrained=None):
         raise UsageError(f"gelu {config.gelu!r}: use exact or tanh.")
     for name in ("eval_interval", "ckpt_interval", "log_interval", "eval_iters"):
         setattr(args, name, max(1, getattr(args, name)))
+    if args.grad_clip < 0:
+        raise UsageError(f"--grad-clip {args.grad_clip}: give a positive norm, or 0 for no clipping.")
+    if args.max_nonfinite < 1:
+        raise UsageError(f"--max-nonfinite {args.max_nonfinite}: give 1 or more (1 stops at the first).")
+    if args.skip_spikes is not None and not args.skip_spikes > 0:
+        raise UsageError(f"--skip-spikes {args.skip_spikes}: give a positive z-score, e.g. 5.")
+    if args.peak_flops is not None and not args.peak_flops > 0:
+        raise UsageError(f"--peak-flops {args.peak_flops}: give one device's peak FLOP/s, e.g. 312e12.")
+    if not (args.num_tokens >= 0 and args.temperature >= 0 and args.top_k >= 0 and 0 < args.top_p <= 1):
+        raise UsageError("--num-tokens, --temperature and --top-k must be 0 or more (temperature 0: "
+                         "greedy; top-k 0: no limit) and --top-p in (0, 1].")
     return config
 
 
@@ -533,11 +583,6 @@ def prepare_out_dir(out_dir):
         os.remove(probe)
     except OSError as e:
         raise UsageError(f"cannot write to --out-dir {out_dir}: {e.strerror}. Choose a writable folder.") from None
-
-
-def write_metrics(path, record):
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
 
 
 # ----------------------------------------------------------------------------- several processes
@@ -671,16 +716,10 @@ def main(argv=None):
     eval_starts = {split: eval_rng.integers(0, len(ds), (args.eval_iters, args.batch_size))
                    for split, ds in (("train", train_set), ("val", val_set))}
 
-    metrics_path = os.path.join(args.out_dir, "metrics.jsonl")
-    if is_main and checkpoint and os.path.exists(metrics_path):  # drop what a killed run logged past the checkpoint
-        with open(metrics_path) as f:
-            kept = [line for line in f if json.loads(line)["iter"] <= step]
-        with open(metrics_path, "w") as f:
-            f.writelines(kept)
-    elif is_main and not checkpoint and os.path.exists(metrics_path):
-        os.remove(metrics_path)
-
     tokens_per_step = args.batch_size * args.grad_accum * world * config.context_len
+    # MFU: the model's FLOPs at the measured tokens/s over the peak of all the ranks' devices
+    # (tokens_per_step counts every micro-batch of every rank, so accumulation and torchrun are in)
+    peak, model_flops = peak_flops(device, dtype, args.peak_flops), flops_per_token(model, config)
     if is_main:
         print(f"model: {model.num_params() / 1e6:.2f}M parameters, {config}")
         print(f"data: {len(train_set.tokens):,} train / {len(val_set.tokens):,} val tokens from "
@@ -689,6 +728,17 @@ def main(argv=None):
             print(f"{world} ranks: effective batch {args.batch_size} x {args.grad_accum} grad accum x "
                   f"{world} ranks = {args.batch_size * args.grad_accum * world} sequences per step")
         warn_if_slow_on_cpu(model, config, args, device)
+        run_config = {**asdict(config), **{k: getattr(args, k) for k in TRAIN_DEFAULTS}, "world_size": world,
+                      "dtype": str(dtype).removeprefix("torch."), "device": str(device), "parameters": model.num_params()}
+        try:
+            log = MetricsLog(args.out_dir, args.logger, run_config, start_step=step)
+        except ValueError as e:  # a --logger whose package is not installed
+            raise UsageError(str(e)) from None
+        except WriteError as e:
+            raise RunStopped(str(e), EXIT_WRITE_FAILED) from None
+    spikes = SpikeDetector(args.skip_spikes) if args.skip_spikes else None
+    if spikes and checkpoint and checkpoint.get("spike_losses"):
+        spikes.load_state_dict(checkpoint["spike_losses"])
 
     def checkpoint_state():
         """Called by every rank (it gathers their RNG states); rank 0 writes the result."""
@@ -698,10 +748,34 @@ def main(argv=None):
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                 "config": asdict(config), "train_args": {k: getattr(args, k) for k in TRAIN_DEFAULTS},
                 "world_size": world, "rng_cpu": rng_cpu, "rng_cuda": rng_cuda,
+                "spike_losses": spikes.state_dict() if spikes else None,
                 "data": os.path.abspath(data_location) if data_location else None,
                 "tokenizer": os.path.abspath(tokenizer_path) if tokenizer_path else None}
 
-    # Ctrl-C: finish the current step, write a checkpoint, exit. A second Ctrl-C stops at once.
+    # What a stopped run leaves: the last checkpoint written with finite weights.
+    saved_step = checkpoint["step"] if checkpoint else None
+
+    def last_good():
+        if saved_step is None:
+            return "No checkpoint of this run was written."
+        return f"The last good checkpoint is {ckpt_path} (iteration {saved_step}); continue with --resume."
+
+    def stop_run(message, status):
+        bar.close()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if is_main:
+            log.close()
+        raise RunStopped(f"{message}. {last_good()}", status)
+
+    def or_stop(write, *write_args):
+        """A write of the run's files; if it fails (disk full...) the run ends with one line."""
+        try:
+            write(*write_args)
+        except WriteError as e:
+            stop_run(str(e), EXIT_WRITE_FAILED)
+
+    # Ctrl-C: finish the current step (under torchrun: up to the next log step, where the ranks
+    # agree on it), write a checkpoint, exit. A second Ctrl-C stops at once.
     stop_requested = []
 
     def on_sigint(signum, frame):
@@ -716,6 +790,7 @@ def main(argv=None):
     bar = tqdm(total=args.max_iters, initial=step, desc="training", dynamic_ncols=True, disable=not is_main,
                mininterval=0.5 if sys.stderr.isatty() else 10)
     last_time, last_step = time.perf_counter(), step
+    nonfinite_in_a_row, skipped_steps = 0, 0
     model.train()
     stop = False
     while step < args.max_iters and not stop:
@@ -733,34 +808,88 @@ def main(argv=None):
                     logits = train_model(x)  # (B, T, V)
                     loss = loss_fn(logits.view(-1, logits.size(-1)), y.view(-1))
                 scaler.scale(loss / args.grad_accum).backward()
-            step_loss += loss.detach() / args.grad_accum
+            step_loss += loss.detach().float() / args.grad_accum
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        scaler.step(optimizer)
+        # the norm before clipping (--grad-clip 0: none); the same on every rank, as DDP averaged the gradients
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or math.inf)
+
+        # Guards: a step with a non-finite loss or gradient norm, or (--skip-spikes) a loss spike,
+        # is not applied. Every rank must decide alike: the gradient norm is the same on every
+        # rank (and a non-finite loss anywhere makes it non-finite), a rank's own loss is not, so
+        # under torchrun the loss counts only as its mean over the ranks: one small all-reduce
+        # per step, paid only where the loss must be looked at (--skip-spikes; float16, whose
+        # overflowing gradients are the GradScaler's to skip, so the norm cannot tell).
+        if world > 1 and not (spikes or scaler.is_enabled()):
+            loss_now, norm_now = None, grad_norm.item()
+        else:
+            mean_loss = step_loss if world == 1 else sum_over_ranks(step_loss, world) / world
+            loss_now, norm_now = torch.stack([mean_loss, grad_norm.float()]).tolist()  # one host sync
+        skip = None
+        if (loss_now is not None and not math.isfinite(loss_now)) or \
+                (not math.isfinite(norm_now) and not scaler.is_enabled()):
+            skip = "non-finite"
+        elif spikes and spikes.is_spike(loss_now):
+            skip = "spike"
+        if skip is None:
+            scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         bar.update(1)
-        stop = any_rank(bool(stop_requested), world, device)  # every rank stops at the same step
+        nonfinite_in_a_row = nonfinite_in_a_row + 1 if skip == "non-finite" else 0
+        if skip:
+            skipped_steps += 1
+            if is_main:
+                loss_text = "" if loss_now is None else f"loss {loss_now:.4g}, "
+                bar.write(f"iter {step}: {skip} step ({loss_text}grad norm {norm_now:.4g}), not applied")
+                or_stop(log.write, {"iter": step, "skipped": skip, "grad_norm": norm_now,
+                                    **({} if loss_now is None else {"loss": loss_now})})
+        if nonfinite_in_a_row == args.max_nonfinite:
+            first = step - nonfinite_in_a_row + 1
+            where = f"iteration {step}" if first == step else f"iterations {first} to {step}"
+            stop_run(f"training diverged: the loss or gradient norm was not finite at {where} (--max-nonfinite "
+                     f"{args.max_nonfinite}), and those updates were not applied. Lower --learning-rate or "
+                     "--grad-clip", EXIT_DIVERGED)
+        if world == 1:
+            stop = bool(stop_requested)
 
         if step % args.log_interval == 0 or step == args.max_iters:
-            loss_value = mean_over_ranks(step_loss, world)
+            # the one collective of a log step: the mean loss, and whether a rank got Ctrl-C
+            stop_flag = torch.tensor(float(bool(stop_requested)), device=device)
+            loss_sum, stop_votes = sum_over_ranks(torch.stack([step_loss, stop_flag]), world).tolist()
+            loss_value, stop = loss_sum / world, stop_votes > 0  # every rank stops at the same step
             now = time.perf_counter()
             tokens_per_s = (step - last_step) * tokens_per_step / (now - last_time)
             last_time, last_step = now, step
             if is_main:
-                write_metrics(metrics_path, {"iter": step, "train_loss": loss_value, "lr": lr,
-                                             "tokens_per_s": tokens_per_s})
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
+                record = {"iter": step, "train_loss": loss_value, "lr": lr, "tokens_per_s": tokens_per_s,
+                          "grad_norm": norm_now, "skipped_steps": skipped_steps}
+                postfix = dict(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", gnorm=f"{norm_now:.3g}",
+                               tok_s=f"{tokens_per_s:,.0f}")
+                if peak:
+                    record["mfu"] = model_flops * tokens_per_s / (peak * world)
+                    postfix["mfu"] = f"{100 * record['mfu']:.1f}%"
+                or_stop(log.write, record)
+                bar.set_postfix(postfix)
         if is_main and (step % args.eval_interval == 0 or step == args.max_iters):
             losses = evaluate(eval_model, {"train": train_set, "val": val_set}, eval_starts, loss_fn, device, autocast)
-            write_metrics(metrics_path, {"iter": step, "eval_train_loss": losses["train"], "val_loss": losses["val"]})
+            or_stop(log.write, {"iter": step, "eval_train_loss": losses["train"], "val_loss": losses["val"]})
             bar.write(f"iter {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             last_time = time.perf_counter()  # evaluation time is not training throughput
         if step % args.ckpt_interval == 0 or step == args.max_iters or stop:
-            state = checkpoint_state()
-            if is_main:
-                save_checkpoint(ckpt_path, state)
+            # Never replace the last good checkpoint with weights that are not finite, or that just
+            # gave a non-finite loss (every rank holds the same weights: every rank decides alike).
+            if nonfinite_in_a_row:
+                if is_main:
+                    bar.write(f"iter {step}: no checkpoint after a non-finite step. {last_good()}")
+            elif not all_finite(model, optimizer):
+                stop_run(f"the weights are not finite at iteration {step}, so no checkpoint was written. "
+                         "Lower --learning-rate or --grad-clip", EXIT_DIVERGED)
+            else:
+                state = checkpoint_state()
+                if is_main:
+                    or_stop(save_checkpoint, ckpt_path, state)
+                saved_step = step
             last_time = time.perf_counter()
     bar.close()
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -768,14 +897,18 @@ def main(argv=None):
     if world > 1:
         dist.destroy_process_group()
     if not is_main:
-        sys.exit(130 if stop else 0)
+        sys.exit(EXIT_INTERRUPTED if stop else 0)
+    log.close()
     if stop:
-        print(f"interrupted: checkpoint at iteration {step} in {ckpt_path}; continue with --resume")
-        sys.exit(130)
+        print(f"interrupted at iteration {step}. {last_good()}")
+        sys.exit(EXIT_INTERRUPTED)
     if step == 0 or (checkpoint and step == checkpoint["step"]):
         print(f"nothing to do: the run is at iteration {step} of --iters {args.max_iters}")
-    plot_losses(metrics_path, os.path.join(args.out_dir, "loss_curve.png"))
-    print(f"\nsample (temperature {args.temperature}, top-k {args.top_k}):\n")
+    try:
+        plot_losses(log.path, os.path.join(args.out_dir, "loss_curve.png"))
+    except WriteError as e:
+        raise RunStopped(f"{e}. Training completed. {last_good()}", EXIT_WRITE_FAILED) from None
+    print(f"\nsample (temperature {args.temperature}, top-k {args.top_k}, top-p {args.top_p}):\n")
     print_sample(model, tokenizer_path, args, device)
 
 
@@ -785,3 +918,7 @@ if __name__ == "__main__":
     except (UsageError, HFError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except RunStopped as e:
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; rank 0 says why
+            print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.status)

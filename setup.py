@@ -237,9 +237,11 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["gpt_kernels"]),
     install_requires=["torch", "numpy", "tqdm", "tokenizers"],
-    # transformers + safetensors: only --export-hf and --init-from need them (support/hf.py)
-    extras_require={"test": ["pytest", "matplotlib", "transformers", "safetensors"],
-                    "plot": ["matplotlib"], "hf": ["transformers", "safetensors"]},
+    # transformers + safetensors: only --export-hf and --init-from need them (support/hf.py);
+    # tensorboard, wandb: only --logger tensorboard / wandb
+    extras_require={"test": ["pytest", "matplotlib", "transformers", "safetensors", "tensorboard", "wandb"],
+                    "plot": ["matplotlib"], "hf": ["transformers", "safetensors"],
+                    "logging": ["tensorboard", "wandb"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": build_ext_class()},
 )

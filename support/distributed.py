@@ -1,22 +1,13 @@
 """Small collectives for gpt_pretrain.py under torchrun (each is a no-op for one process)."""
-import torch
 import torch.distributed as dist
 
 
-def mean_over_ranks(value, world):
+def sum_over_ranks(tensor, world):
+    """The element-wise sum of every rank's tensor (a new tensor; gloo has no AVG)."""
     if world > 1:
-        value = value.clone()
-        dist.all_reduce(value)  # SUM: gloo has no AVG
-        value /= world
-    return value.item()
-
-
-def any_rank(flag, world, device):
-    if world == 1:
-        return flag
-    flag = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(flag)
-    return flag.item() > 0
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+    return tensor
 
 
 def gather_from_ranks(tensor, world):

@@ -1,9 +1,12 @@
 """Loss-curve picture for gpt_pretrain.py (matplotlib is optional: pip install matplotlib)."""
 import json
 
+from support.files import write_atomically
+
 
 def plot_losses(metrics_path, png_path):
-    """Draw the training loss per logged step and the evaluated train/val losses."""
+    """Draw the training loss per logged step and the evaluated train/val losses. A failed
+    write (disk full...) leaves no partial png and raises support.files.WriteError."""
     try:
         import matplotlib
         matplotlib.use("Agg")  # no display needed
@@ -25,6 +28,8 @@ def plot_losses(metrics_path, png_path):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
+    try:
+        write_atomically(png_path, lambda f: fig.savefig(f, format="png", dpi=100), "the loss plot")
+    finally:
+        plt.close(fig)
     print(f"wrote {png_path}")

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from conftest import ROOT, SCRIPT, TINY, run_script
+from gpt_pretrain import GPT, GPTConfig
+from support.runtime import flops_per_token
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -25,6 +27,11 @@ def torchrun(*args, nproc=2, check=True, timeout=300):
     if check and result.returncode != 0:
         raise AssertionError(f"torchrun exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def train_records(out_dir):
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        return {r["iter"]: r for r in map(json.loads, f) if "train_loss" in r}
 
 
 def train_losses(out_dir):
@@ -55,13 +62,20 @@ def test_gradient_accumulation_over_ranks_matches_one_big_batch(token_file, tmp_
     """2 ranks x 2 micro-batches of 2 = one process at batch 8: same windows, same steps."""
     args = common(token_file, 6)
     args[args.index("--batch-size") + 1] = 2
-    torchrun(*args, "--grad-accum", 2, "--out-dir", tmp_path / "accum")
+    torchrun(*args, "--grad-accum", 2, "--out-dir", tmp_path / "accum", "--peak-flops", 1e9)
     args[args.index("--batch-size") + 1] = 8
     run_script(*args, "--out-dir", tmp_path / "single")
     accum, single = train_losses(tmp_path / "accum"), train_losses(tmp_path / "single")
     assert sorted(accum) == list(range(1, 7))
     for step in single:
         assert accum[step] == pytest.approx(single[step], abs=1e-4), f"iteration {step}"
+    # the gradient norm is the whole step's (all ranks, all micro-batches), and MFU is over both ranks' peak
+    accum_records, single_records = (train_records(tmp_path / run) for run in ("accum", "single"))
+    config = GPTConfig(context_len=16, vocab_size=64, embed_dim=32, n_head=2, n_layer=2, ff_dim=128)
+    per_token = flops_per_token(GPT(config), config)
+    for step, record in accum_records.items():
+        assert record["grad_norm"] == pytest.approx(single_records[step]["grad_norm"], rel=1e-3), f"iteration {step}"
+        assert record["mfu"] == pytest.approx(per_token * record["tokens_per_s"] / (2 * 1e9))
 
 
 def test_torchrun_checkpoint_resumes_under_torchrun_and_alone(token_file, tmp_path):
