@@ -285,30 +285,39 @@ def test_dropout_add_backward(libs, grad_dtype, x_dtype, n, offset):
 # bias_gelu: forward, backward (grad_x and the per-32-row partial sums), the bias-gradient
 # reduction
 
-def gelu_reference(x, bias, grad_out):
+def gelu_reference(x, bias, grad_out, approximate="none"):
     u = x.double() + bias.double()
-    phi2 = torch.erfc(-u / math.sqrt(2))
-    out = 0.5 * u * phi2
-    gx = grad_out.double() * (0.5 * phi2 + u * torch.exp(-0.5 * u * u) / math.sqrt(2 * math.pi))
+    if approximate == "tanh":
+        c = math.sqrt(2 / math.pi)
+        th = torch.tanh(c * (u + 0.044715 * u ** 3))
+        out = 0.5 * u * (1 + th)
+        d = 0.5 * (1 + th) + 0.5 * u * (1 - th * th) * c * (1 + 3 * 0.044715 * u * u)
+    else:
+        phi2 = torch.erfc(-u / math.sqrt(2))
+        out = 0.5 * u * phi2
+        d = 0.5 * phi2 + u * torch.exp(-0.5 * u * u) / math.sqrt(2 * math.pi)
+    gx = grad_out.double() * d
     return out, gx, gx.reshape(-1, x.shape[-1]).sum(0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1), (50,), (7, 33), (70, 300), (33, 256), (2, 5, 40), (3, 1100)])
 @pytest.mark.parametrize("offset", [0, 1])
-def test_bias_gelu(libs, dtype, shape, offset):
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_bias_gelu(libs, dtype, shape, offset, approximate):
+    """The exact (erf) GELU and its tanh approximation, forward and backward."""
     lib = libs["bias_gelu"]
     n = shape[-1]
     numel = math.prod(shape)
     x = (offset_view(numel, torch.float32, offset, seed=numel) * 2.5).to(dtype).view(shape)
     bias = offset_view(n, dtype, offset, seed=n)
     go = offset_view(numel, dtype, offset, seed=numel + 1).view(shape)
-    out = cuda_emu.race_checked(lambda: cuda_emu.bias_gelu(lib, x, bias), lib)["out"]
-    close(out, ops.bias_gelu(x, bias), dtype, "out vs CPU")
-    out_ref, gx_ref, gb_ref = gelu_reference(x, bias, go)
+    out = cuda_emu.race_checked(lambda: cuda_emu.bias_gelu(lib, x, bias, approximate=approximate), lib)["out"]
+    close(out, ops.bias_gelu(x, bias, approximate), dtype, "out vs CPU")
+    out_ref, gx_ref, gb_ref = gelu_reference(x, bias, go, approximate)
     close(out, out_ref, dtype, "out vs float64")
-    r = cuda_emu.race_checked(lambda: cuda_emu.bias_gelu(lib, x, bias, go), lib)
-    gx_cpu, gb_cpu = ops.bias_gelu_backward(go, x, bias)
+    r = cuda_emu.race_checked(lambda: cuda_emu.bias_gelu(lib, x, bias, go, approximate), lib)
+    gx_cpu, gb_cpu = ops.bias_gelu_backward(go, x, bias, approximate)
     close(r["grad_x"], gx_cpu, dtype, "grad_x vs CPU")
     close(r["grad_x"], gx_ref, dtype, "grad_x vs float64")
     # the bias gradient sums rows: error relative to the sum of magnitudes (plus atol * the

@@ -481,8 +481,9 @@ def dropout_add(lib, src, residual, p, seed, offset, dst_dtype=None, backward=Fa
         return {"out": b.get(d, src.shape, dst_dtype)}
 
 
-def bias_gelu(lib, x, bias, grad_out=None):
-    """bias_gelu forward (grad_out None: returns out) or backward (returns grad_x, grad_bias)."""
+def bias_gelu(lib, x, bias, grad_out=None, approximate="none"):
+    """bias_gelu forward (grad_out None: returns out) or backward (returns grad_x, grad_bias);
+    approximate "none" (the exact GELU) or "tanh"."""
     n = x.shape[-1]
     rows = x.numel() // n
     dt = x.dtype
@@ -497,7 +498,7 @@ def bias_gelu(lib, x, bias, grad_out=None):
         part = b.empty(((rows + rb - 1) // rb, n), acc_dtype(dt), "partial") if backward else None
         lib.call("emu_bias_gelu", ctypes.c_int(backward), ctypes.c_void_p(xp), ctypes.c_void_p(bp), ctypes.c_void_p(gp),
                  ctypes.c_void_p(out), ctypes.c_void_p(gb), ctypes.c_void_p(part), ctypes.c_int64(rows),
-                 ctypes.c_int64(n), ctypes.c_int(GELU_DTYPE[dt]))
+                 ctypes.c_int64(n), ctypes.c_int(GELU_DTYPE[dt]), ctypes.c_int({"none": 0, "tanh": 1}[approximate]))
         if backward:
             return {"grad_x": b.get(out, x.shape, dt), "grad_bias": b.get(gb, (n,), dt)}
         return {"out": b.get(out, x.shape, dt)}

@@ -37,7 +37,7 @@ def check(op, lib):
                     T.close(r["out"], loss, dt, "loss")
                     T.close(r["grad"], grad, dt, "grad")
     elif op == "bias_gelu":
-        T.test_bias_gelu({"bias_gelu": lib}, torch.float32, (70, 300), 0)
+        T.test_bias_gelu({"bias_gelu": lib}, torch.float32, (70, 300), 0, "none")
     elif op == "dropout_add":
         T.test_dropout_add_forward({"dropout_add": lib}, torch.float32, torch.float32, 5000, 0.3, 1)
 
