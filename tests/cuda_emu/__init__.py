@@ -483,7 +483,7 @@ def dropout_add(lib, src, residual, p, seed, offset, dst_dtype=None, backward=Fa
 
 def bias_gelu(lib, x, bias, grad_out=None, approximate="none"):
     """bias_gelu forward (grad_out None: returns out) or backward (returns grad_x, grad_bias);
-    approximate "none" (the erf GELU) or "tanh"."""
+    approximate "none" (the exact GELU) or "tanh"."""
     n = x.shape[-1]
     rows = x.numel() // n
     dt = x.dtype
@@ -498,8 +498,7 @@ def bias_gelu(lib, x, bias, grad_out=None, approximate="none"):
         part = b.empty(((rows + rb - 1) // rb, n), acc_dtype(dt), "partial") if backward else None
         lib.call("emu_bias_gelu", ctypes.c_int(backward), ctypes.c_void_p(xp), ctypes.c_void_p(bp), ctypes.c_void_p(gp),
                  ctypes.c_void_p(out), ctypes.c_void_p(gb), ctypes.c_void_p(part), ctypes.c_int64(rows),
-                 ctypes.c_int64(n), ctypes.c_int(GELU_DTYPE[dt]),
-                 ctypes.c_int({"none": 0, "tanh": 1}[approximate]))
+                 ctypes.c_int64(n), ctypes.c_int(GELU_DTYPE[dt]), ctypes.c_int({"none": 0, "tanh": 1}[approximate]))
         if backward:
             return {"grad_x": b.get(out, x.shape, dt), "grad_bias": b.get(gb, (n,), dt)}
         return {"out": b.get(out, x.shape, dt)}
