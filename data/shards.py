@@ -1,0 +1,103 @@
+"""Token shards on disk: the one file format data/prepare.py writes and gpt_pretrain.py reads.
+
+A shard is llm.c's `.bin` format (karpathy/llm.c, dev/data/data_common.py), so folders made
+by llm.c's scripts (fineweb_train_000001.bin, ...) train here too:
+
+    header  256 little-endian int32: [0] magic, [1] version, [2] number of tokens, rest 0
+    body    the token ids, little-endian, uint16 (magic 20240520, version 1)
+            or uint32 (magic 20240801, version 7: vocabularies above 65,536 ids)
+
+A dataset folder from data/prepare.py holds {split}_{index:06d}.bin shards, tokenizer.json
+and meta.json (written last: a folder without it is incomplete). meta.json's "splits" lists
+each split's shards with their token counts and the largest id in it, so a run starts without
+reading the tokens. Older folders (raw uint16 train.bin / val.bin, no "splits") still load.
+
+meta.json (the keys the training script reads; prepare.py adds where the text came from):
+    {"vocab_size": 50257, "dtype": "uint16", "tokenizer": "tokenizer.json",
+     "eot_token": "<|endoftext|>", "eot_id": 50256, "train_tokens": N, "val_tokens": M,
+     "splits": {"train": {"tokens": N, "max_id": I, "shards": [
+                    {"file": "train_000000.bin", "tokens": n, "max_id": i}, ...]},
+                "val": {...}}}
+"""
+import os
+
+import numpy as np
+
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+MAGIC = {np.dtype(np.uint16): (20240520, 1), np.dtype(np.uint32): (20240801, 7)}
+DTYPE_OF_MAGIC = {magic: dtype for dtype, (magic, _) in MAGIC.items()}
+
+
+class ShardError(ValueError):
+    """A token file that cannot be read as stated; the message names the file and the fix."""
+
+
+def token_dtype(vocab_size):
+    """The narrowest id type that holds every id below vocab_size."""
+    return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.uint32)
+
+
+def shard_header(num_tokens, dtype):
+    """The 1024-byte header of a shard of num_tokens ids of dtype (uint16 or uint32)."""
+    magic, version = MAGIC[np.dtype(dtype)]
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[:3] = magic, version, num_tokens
+    return header.tobytes()
+
+
+def is_shard(path):
+    """Whether path starts with a shard header (magic and version both llm.c's)."""
+    with open(path, "rb") as f:
+        head = np.frombuffer(f.read(8), dtype="<i4")
+    return len(head) == 2 and int(head[0]) in DTYPE_OF_MAGIC and \
+        MAGIC[DTYPE_OF_MAGIC[int(head[0])]][1] == int(head[1])
+
+
+def read_shard(path):
+    """The token ids of a shard as a read-only np.memmap (never read whole), after checking that
+    the header is one and the body holds exactly the tokens it announces."""
+    size = os.path.getsize(path)
+    if size < HEADER_BYTES:
+        raise ShardError(f"{path} is {size} bytes, shorter than a shard's {HEADER_BYTES}-byte header: "
+                         "it is not a token shard (raw uint16 ids belong in a file given directly to --data).")
+    with open(path, "rb") as f:
+        header = np.frombuffer(f.read(HEADER_BYTES), dtype="<i4")
+    magic, version, count = (int(v) for v in header[:3])
+    if magic not in DTYPE_OF_MAGIC:
+        raise ShardError(f"{path} has magic number {magic}, not a shard's ({' or '.join(map(str, DTYPE_OF_MAGIC))}: "
+                         "llm.c's uint16 or uint32 format). Re-make it with data/prepare.py.")
+    dtype = DTYPE_OF_MAGIC[magic]
+    if version != MAGIC[dtype][1]:
+        raise ShardError(f"{path} has format version {version}; only version {MAGIC[dtype][1]} of the "
+                         f"{dtype.name} shard format is known.")
+    expected = HEADER_BYTES + count * dtype.itemsize
+    if count <= 0 or size != expected:
+        what = "truncated" if size < expected else "longer than its header says"
+        raise ShardError(f"{path} is {what}: its header announces {count:,} {dtype.name} tokens "
+                         f"({expected:,} bytes with the header) but the file has {size:,} bytes. "
+                         "Re-make it (an interrupted copy or preparation leaves such files).")
+    return np.memmap(path, dtype=dtype.newbyteorder("<"), mode="r", offset=HEADER_BYTES, shape=(count,))
+
+
+def largest_id(path, dtype, offset=0, count=None, chunk=1 << 24, progress=None):
+    """The largest of count ids of dtype stored in path from byte offset on (None: to the end),
+    read in chunks with plain reads into one buffer: memory-mapping the file instead would
+    keep every page it touched resident. progress(n) is called with the ids done per chunk."""
+    dtype = np.dtype(dtype).newbyteorder("<")
+    if count is None:
+        count = (os.path.getsize(path) - offset) // dtype.itemsize
+    buffer = np.empty(min(chunk, max(count, 1)), dtype=dtype)
+    largest, done = 0, 0
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        while done < count:
+            want = min(len(buffer), count - done)
+            got = f.readinto(memoryview(buffer[:want]).cast("B")) // dtype.itemsize
+            if got == 0:
+                raise ShardError(f"{path} ended after {done:,} of its {count:,} tokens.")
+            largest = max(largest, int(buffer[:got].max()))
+            done += got
+            if progress:
+                progress(got)
+    return largest
