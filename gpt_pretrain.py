@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from data.shards import ShardError, is_shard, largest_id, read_shard
 from support.distributed import gather_from_ranks, sum_over_ranks
 from support.files import WriteError, write_atomically
 from support.guards import SpikeDetector
@@ -96,39 +97,83 @@ PRESETS = {
 
 # ----------------------------------------------------------------------------- data
 
-class TokenDataset(Dataset):
-    """Every window of context_len tokens: x = tokens[i:i+C], y = the same shifted by one."""
+class DataError(UsageError):
+    """Token data that cannot be trained on as given (main() exits with status 2)."""
 
-    def __init__(self, tokens, context_len):
-        self.tokens = tokens  # np.memmap of uint16: the corpus may be larger than RAM
-        self.context_len = context_len
+
+class TokenDataset(Dataset):
+    """Every window of context_len tokens: x = tokens[i:i+C], y = the same shifted by one.
+    The tokens are one array or a list of shards (np.memmap each: a corpus may be far larger
+    than RAM); windows stay inside a shard, as documents end at shard boundaries anyway."""
+
+    def __init__(self, tokens, context_len, vocab_size=None):
+        self.shards = [tokens] if isinstance(tokens, np.ndarray) else list(tokens)
+        self.context_len, self.vocab_size = context_len, vocab_size
+        self.ends = np.cumsum([max(0, len(s) - context_len) for s in self.shards])  # windows so far
+        self.num_tokens = sum(len(s) for s in self.shards)
 
     def __len__(self):
-        return len(self.tokens) - self.context_len
+        return int(self.ends[-1]) if len(self.ends) else 0
 
     def __getitem__(self, i):
-        chunk = torch.from_numpy(self.tokens[i:i + self.context_len + 1].astype(np.int64))
+        if not 0 <= i < len(self):
+            raise IndexError(f"window {i} of {len(self)}")
+        shard = int(np.searchsorted(self.ends, i, side="right"))
+        start = i - (int(self.ends[shard - 1]) if shard else 0)
+        chunk = torch.from_numpy(self.shards[shard][start:start + self.context_len + 1].astype(np.int64))
+        if self.vocab_size is not None and int(chunk.max()) >= self.vocab_size:  # data not checked at start
+            raise DataError(f"the data holds token id {int(chunk.max())} (shard {shard}, at token {start}), "
+                            f"but the vocab size is {self.vocab_size}: pass --vocab-size {int(chunk.max()) + 1} or more.")
         return chunk[:-1], chunk[1:]  # x (C,), y (C,)
 
 
+def permute(positions, n, key, rounds=4):
+    """A seeded bijection on [0, n), evaluated only where asked: a Feistel network on the fewest
+    even number of bits that covers n, and values that land outside [0, n) are walked on
+    through it until they land inside (cycle-walking keeps it a bijection). O(1) memory, where
+    torch.randperm(n) would hold n indices: ~8 bytes a token of the corpus."""
+    half = max(1, ((n - 1).bit_length() + 1) // 2)
+    mask = np.uint64((1 << half) - 1)
+    keys = np.random.SeedSequence([k % 2**64 for k in key]).generate_state(rounds, np.uint64)
+
+    def feistel(x):
+        left, right = x >> np.uint64(half), x & mask
+        for k in keys:  # each round: (L, R) -> (R, L xor F(R)), F a splitmix64 finaliser
+            z = (right ^ k) * np.uint64(0x9E3779B97F4A7C15)
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            left, right = right, left ^ ((z ^ (z >> np.uint64(31))) & mask)
+        return (left << np.uint64(half)) | right
+
+    x = feistel(np.asarray(positions, dtype=np.uint64))
+    outside = x >= n
+    while outside.any():
+        x[outside] = feistel(x[outside])
+        outside = x >= n
+    return x.astype(np.int64)
+
+
 class EpochShuffler(Sampler):
-    """DataLoader(shuffle=True)'s order, made resumable: epoch e visits the windows in the
-    order of a permutation seeded by (seed, e), so a resumed run can start mid-epoch exactly
-    where the checkpoint stopped instead of replaying or skipping batches. Under torchrun, rank
-    r of w takes every w-th window of that order (as DistributedSampler does), so the ranks
-    together cover the epoch once and a step of w ranks at batch b sees the same windows as
-    one process at batch w * b."""
+    """DataLoader(shuffle=True)'s order, made resumable and free of memory: epoch e visits the
+    windows in the order of a permutation seeded by (seed, e), computed per index, so a resumed
+    run starts mid-epoch exactly where the checkpoint stopped instead of replaying or skipping
+    batches. Under torchrun, rank r of w takes every w-th window of that order (as
+    DistributedSampler does), so the ranks together cover the epoch once and a step of w ranks
+    at batch b sees the same windows as one process at batch w * b."""
 
     def __init__(self, n, seed, epoch=0, start=0, rank=0, world=1):
         self.n, self.seed, self.epoch, self.start = n, seed, epoch, start
         self.rank, self.world = rank, world
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        mine = order[:len(self) * self.world][self.rank::self.world]
-        start, self.start = self.start, 0
-        self.epoch += 1
-        return iter(mine[start:].tolist())
+        epoch, start = self.epoch, self.start
+        self.epoch, self.start = epoch + 1, 0
+        return self.windows(epoch, start)
+
+    def windows(self, epoch, start, chunk=8192):
+        for first in range(start, len(self), chunk):
+            positions = np.arange(first, min(first + chunk, len(self))) * self.world + self.rank
+            yield from permute(positions, self.n, (self.seed, epoch)).tolist()
 
     def __len__(self):
         return self.n // self.world
@@ -139,30 +184,73 @@ def cycle(dataloader):
         yield from dataloader
 
 
-def load_tokens(path, vocab_size, context_len, what):
-    """Memory-map a uint16 token file after checking it can be trained on."""
+@dataclass
+class TokenData:
+    """What --data names: the token arrays of each split (np.memmap each, never read whole)."""
+    location: str
+    train: list
+    val: list | None            # None: the last 10% of the one train array is held out
+    tokenizer: str | None = None
+    vocab_size: int | None = None   # what meta.json says; else --vocab-size decides
+    max_id: int | None = None       # the largest id, when meta.json says it (else it is checked)
+
+
+def raw_tokens(path, what):
+    """A file of raw uint16 ids (np.array(ids, dtype=np.uint16).tofile(path) writes one)."""
     if not os.path.isfile(path):
-        raise UsageError(f"{what} file {path} does not exist. Make a dataset with data/prepare.py "
-                         "or give a raw uint16 .bin file with --data.")
+        raise DataError(f"{what} file {path} does not exist. Make a dataset with data/prepare.py "
+                        "or give a raw uint16 .bin file with --data.")
     size = os.path.getsize(path)
     if size == 0:
-        raise UsageError(f"{what} file {path} is empty.")
+        raise DataError(f"{what} file {path} is empty.")
     if size % 2:
-        raise UsageError(f"{what} file {path} has an odd size ({size} bytes): it is not raw uint16 "
-                         "token ids (np.array(ids, dtype=np.uint16).tofile(path) writes such a file).")
-    tokens = np.memmap(path, dtype=np.uint16, mode="r")
-    if len(tokens) < context_len + 1:
-        raise UsageError(f"{what} file {path} has {len(tokens)} tokens, fewer than context_len + 1 = "
-                         f"{context_len + 1}: use more text or a smaller --context-len.")
-    largest = int(tokens.max())
-    if largest >= vocab_size:
-        raise UsageError(f"{what} file {path} holds token id {largest}, but the vocab size is "
-                         f"{vocab_size}: pass --vocab-size {largest + 1} or more.")
-    return tokens
+        raise DataError(f"{what} file {path} has an odd size ({size} bytes): it is neither a token shard "
+                        "(llm.c's header) nor raw uint16 token ids.")
+    return np.memmap(path, dtype=np.uint16, mode="r")
+
+
+def read_shards(paths, expected_tokens=None):
+    try:
+        shards = [read_shard(p) for p in paths]
+    except ShardError as e:
+        raise DataError(str(e)) from None
+    for path, shard, expected in zip(paths, shards, expected_tokens or [None] * len(paths)):
+        if expected is not None and len(shard) != expected:
+            raise DataError(f"{path} holds {len(shard):,} tokens, its meta.json says {expected:,}: "
+                            "the folder is not the one prepare.py wrote; prepare it again.")
+    return shards
+
+
+def open_folder(folder):
+    """A dataset folder: data/prepare.py's (meta.json), or llm.c's shards without one."""
+    meta_path = os.path.join(folder, "meta.json")
+    if not os.path.exists(meta_path):
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".bin"))
+        shards = {split: [os.path.join(folder, n) for n in names if split in n] for split in ("train", "val")}
+        if not shards["train"]:
+            raise DataError(f"{folder} is not a dataset folder: no meta.json, and no .bin shards with 'train' "
+                            "in their names (llm.c's layout). Make one with "
+                            f"`python data/prepare.py --source YOUR_TEXT --out {folder}`.")
+        return TokenData(folder, read_shards(shards["train"]), read_shards(shards["val"]) or None)
+    with open(meta_path) as f:
+        meta = json.load(f)
+    tokenizer = os.path.join(folder, meta.get("tokenizer", "tokenizer.json"))
+    data = TokenData(folder, [], None, tokenizer if os.path.exists(tokenizer) else None, meta["vocab_size"])
+    if "splits" not in meta:  # a folder from before shards: raw uint16 train.bin and val.bin
+        data.train, data.val = [raw_tokens(os.path.join(folder, "train.bin"), "training data")], \
+            [raw_tokens(os.path.join(folder, "val.bin"), "validation data")]
+        return data
+    splits = meta["splits"]
+    data.train, data.val = ([read_shards([os.path.join(folder, s["file"]) for s in splits[split]["shards"]],
+                                         [s["tokens"] for s in splits[split]["shards"]])
+                             for split in ("train", "val")])
+    data.max_id = max(splits[split]["max_id"] for split in ("train", "val"))
+    return data
 
 
 def find_dataset(data, vocab_size):
-    """Resolve --data to (train.bin, val.bin or None, tokenizer.json or None, vocab size or None)."""
+    """Resolve --data (a dataset folder, a shard or a raw uint16 file; None: the default corpus,
+    prepared on first use) into TokenData."""
     if data is None and not os.path.exists(os.path.join(DEFAULT_DATA, "meta.json")):
         print(f"Preparing the default corpus (this Python's standard library source) in {DEFAULT_DATA}. "
               "This happens once and takes about a minute.")
@@ -173,33 +261,48 @@ def find_dataset(data, vocab_size):
             raise UsageError(str(e)) from None
     data = data or DEFAULT_DATA
     if os.path.isdir(data):
-        meta_path = os.path.join(data, "meta.json")
-        if not os.path.exists(meta_path):
-            raise UsageError(f"{data} is not a dataset folder (no meta.json): make one with "
-                             f"`python data/prepare.py --source YOUR_TEXT --out {data}`.")
-        with open(meta_path) as f:
-            meta = json.load(f)
-        tokenizer = os.path.join(data, meta.get("tokenizer", "tokenizer.json"))
-        return (os.path.join(data, "train.bin"), os.path.join(data, "val.bin"),
-                tokenizer if os.path.exists(tokenizer) else None, meta["vocab_size"])
-    if data.endswith(".bin") or os.path.isfile(data):
-        # A raw token file: its last 10% is held out for validation (see make_datasets).
-        return data, None, None, None
-    raise UsageError(f"--data {data} does not exist: give a dataset folder from data/prepare.py "
-                     "or a raw uint16 .bin file.")
+        return open_folder(data)
+    if os.path.isfile(data):  # one file: its last 10% is held out for validation (make_datasets)
+        return TokenData(data, read_shards([data]) if is_shard(data) else [raw_tokens(data, "training data")], None)
+    raise UsageError(f"--data {data} does not exist: give a dataset folder from data/prepare.py, "
+                     "a folder of llm.c shards, or a token file (.bin).")
 
 
-def make_datasets(train_path, val_path, vocab_size, context_len):
-    train_tokens = load_tokens(train_path, vocab_size, context_len, "training data")
-    if val_path is None:
-        cut = int(len(train_tokens) * 0.9)
-        if cut < context_len + 1 or len(train_tokens) - cut < context_len + 1:
-            raise UsageError(f"{train_path} has {len(train_tokens)} tokens: too few to hold out 10% for "
-                             f"validation with --context-len {context_len}.")
-        train_tokens, val_tokens = train_tokens[:cut], train_tokens[cut:]
-    else:
-        val_tokens = load_tokens(val_path, vocab_size, context_len, "validation data")
-    return TokenDataset(train_tokens, context_len), TokenDataset(val_tokens, context_len)
+def check_token_ids(data, vocab_size, skip):
+    """Every id must be below vocab_size. meta.json knows the largest; other files are read once,
+    in chunks, with progress (--skip-data-check: not at all, and a bad id stops the run when a
+    window holding it is drawn)."""
+    if data.max_id is None and skip:
+        return
+    if data.max_id is None:
+        arrays = data.train + (data.val or [])
+        with tqdm(total=sum(len(a) for a in arrays), desc="checking token ids", unit="tok", unit_scale=True,
+                  disable=sum(len(a) for a in arrays) < 1 << 27) as bar:
+            data.max_id = max(largest_id(a.filename, a.dtype, a.offset, len(a), progress=bar.update) for a in arrays)
+    if data.max_id >= vocab_size:
+        raise DataError(f"{data.location} holds token id {data.max_id}, but the vocab size is {vocab_size}: "
+                        f"pass --vocab-size {data.max_id + 1} or more.")
+
+
+def make_datasets(data, context_len, vocab_size):
+    train, val = data.train, data.val
+    if max(len(a) for a in train) < context_len + 1:
+        raise DataError(f"{data.location} has {max(len(a) for a in train)} tokens in its largest training file, "
+                        f"fewer than context_len + 1 = {context_len + 1}: use more text or a smaller --context-len.")
+    if val is None:
+        if len(train) > 1:
+            raise DataError(f"{data.location} has no validation shards (files with 'val' in their names).")
+        cut = int(len(train[0]) * 0.9)
+        if cut < context_len + 1 or len(train[0]) - cut < context_len + 1:
+            raise DataError(f"{data.location} has {len(train[0])} tokens: too few to hold out 10% for "
+                            f"validation with --context-len {context_len}.")
+        train, val = [train[0][:cut]], [train[0][cut:]]
+    datasets = TokenDataset(train, context_len, vocab_size), TokenDataset(val, context_len, vocab_size)
+    for what, dataset in zip(("training", "validation"), datasets):
+        if len(dataset) == 0:
+            raise DataError(f"the {what} data of {data.location} has no shard with context_len + 1 = "
+                            f"{context_len + 1} tokens or more: use more text or a smaller --context-len.")
+    return datasets
 
 
 # ----------------------------------------------------------------------------- model
@@ -428,7 +531,7 @@ def check_data_fits(pretrained, tokenizer_path, dataset_vocab, config, args):
     if tokenizer_path and pretrained["tokenizer"] and not same_vocabulary(tokenizer_path, pretrained["tokenizer"]):
         raise UsageError(f"--init-from {args.init_from}: the dataset's tokenizer ({tokenizer_path}) is not "
                          f"the model's ({pretrained['tokenizer']}), so its token ids mean other text. "
-                         "Tokenize the text with the model's tokenizer into a raw uint16 .bin for --data.")
+                         "Prepare the text with the model's tokenizer: python data/prepare.py --tokenizer FILE.")
     if dataset_vocab and dataset_vocab > config.vocab_size:
         raise UsageError(f"--init-from {args.init_from}: the dataset has a vocabulary of {dataset_vocab} "
                          f"tokens, the model {config.vocab_size}.")
@@ -474,8 +577,11 @@ def parse_args(argv=None):
         kind = dict(choices=["cosine", "constant"]) if name == "lr_schedule" else dict(type=type(default))
         train.add_argument(flag, dest=name, default=None, **kind, help=f"default {default}")
     train.add_argument("--preset", choices=sorted(PRESETS), help="a smaller config: cpu trains in minutes on 2 cores")
-    train.add_argument("--data", help="dataset folder from data/prepare.py, or a raw uint16 .bin "
-                       "(default: the stdlib corpus, prepared on first use)")
+    train.add_argument("--data", help="a dataset folder from data/prepare.py, a folder of llm.c .bin shards, "
+                       "or one token file: a shard or raw uint16 ids (default: the stdlib corpus, prepared on first use)")
+    train.add_argument("--skip-data-check", action="store_true",
+                       help="do not read a token file without meta.json once at the start to check its ids "
+                       "against --vocab-size (a bad id then stops the run when it is drawn)")
     train.add_argument("--out-dir", default="out", help="where checkpoints, metrics and plots go (default out)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out-dir")
     train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
@@ -654,13 +760,13 @@ def main(argv=None):
         dist.barrier()
     if not is_main:
         dataset = find_dataset(data_location, config.vocab_size)
-    train_path, val_path, tokenizer_path, dataset_vocab = dataset
-    if dataset_vocab and args.vocab_size is None and not checkpoint and not pretrained:
-        config.vocab_size = dataset_vocab  # a dataset folder says its own vocab size
+    if dataset.vocab_size and args.vocab_size is None and not checkpoint and not pretrained:
+        config.vocab_size = dataset.vocab_size  # a dataset folder says its own vocab size
     if pretrained:  # the data's token ids must mean what they meant to the model
-        check_data_fits(pretrained, tokenizer_path, dataset_vocab, config, args)
-    tokenizer_path = tokenizer_path or (checkpoint or pretrained or {}).get("tokenizer")
-    train_set, val_set = make_datasets(train_path, val_path, config.vocab_size, config.context_len)
+        check_data_fits(pretrained, dataset.tokenizer, dataset.vocab_size, config, args)
+    tokenizer_path = dataset.tokenizer or (checkpoint or pretrained or {}).get("tokenizer")
+    check_token_ids(dataset, config.vocab_size, args.skip_data_check)
+    train_set, val_set = make_datasets(dataset, config.context_len, config.vocab_size)
 
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     model = GPT(config).to(device)
@@ -722,7 +828,7 @@ def main(argv=None):
     peak, model_flops = peak_flops(device, dtype, args.peak_flops), flops_per_token(model, config)
     if is_main:
         print(f"model: {model.num_params() / 1e6:.2f}M parameters, {config}")
-        print(f"data: {len(train_set.tokens):,} train / {len(val_set.tokens):,} val tokens from "
+        print(f"data: {train_set.num_tokens:,} train / {val_set.num_tokens:,} val tokens from "
               f"{data_location or DEFAULT_DATA}; device {device}, {dtype}")
         if world > 1:
             print(f"{world} ranks: effective batch {args.batch_size} x {args.grad_accum} grad accum x "

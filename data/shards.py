@@ -49,7 +49,8 @@ def shard_header(num_tokens, dtype):
 def is_shard(path):
     """Whether path starts with a shard header (magic and version both llm.c's)."""
     with open(path, "rb") as f:
-        head = np.frombuffer(f.read(8), dtype="<i4")
+        start = f.read(8)
+    head = np.frombuffer(start, dtype="<i4") if len(start) == 8 else []
     return len(head) == 2 and int(head[0]) in DTYPE_OF_MAGIC and \
         MAGIC[DTYPE_OF_MAGIC[int(head[0])]][1] == int(head[1])
 
