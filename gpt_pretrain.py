@@ -40,7 +40,7 @@ from support.loggers import LOGGERS, MetricsLog
 from support.plots import plot_losses
 from support.hf import HFError
 from support.runtime import flops_per_token, peak_flops, warn_if_slow_on_cpu
-from support.sampling import SamplingError, sample_text
+from support.sampling import SampleConfig, SamplingError, sample_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(HERE, "data", "stdlib")
@@ -79,12 +79,25 @@ class GPTConfig:
     gelu: str = "exact"       # "exact": erf GELU; "tanh": its tanh approximation (GPT-2's weights)
 
 
-# Training defaults: the reference hyperparameters, plus what users of such tools expect.
-TRAIN_DEFAULTS = dict(
-    batch_size=32, learning_rate=3e-4, max_iters=20000, grad_accum=1,
-    lr_schedule="cosine", warmup_iters=200, min_lr=3e-5, weight_decay=0.1, grad_clip=1.0,
-    eval_interval=500, eval_iters=50, ckpt_interval=1000, log_interval=10, seed=1337,
-)
+@dataclass
+class TrainConfig:
+    """The training hyperparameters: the reference ones, plus what users of such tools expect.
+    Saved in the checkpoint, so --resume continues with the same ones."""
+    batch_size: int = 32
+    learning_rate: float = 3e-4
+    max_iters: int = 20000
+    grad_accum: int = 1           # micro-batches per step
+    lr_schedule: str = "cosine"   # "cosine": down to min_lr at max_iters; "constant" after warm-up
+    warmup_iters: int = 200
+    min_lr: float = 3e-5
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0        # the largest gradient norm (0: no clipping)
+    eval_interval: int = 500
+    eval_iters: int = 50
+    ckpt_interval: int = 1000
+    log_interval: int = 10
+    seed: int = 1337
+
 
 # --preset cpu: a model small enough to learn visibly in minutes on 2 cores (the reference
 # config needs about 5 s per iteration there, i.e. a day for 20000 iterations).
@@ -434,15 +447,34 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters()) - self.pos_emb.weight.numel()
 
 
-def loss_function(kernels):
-    """The loss of the loop: F.cross_entropy, or the fused kernel that writes the gradient
-    while computing the loss (csrc/cross_entropy.cpp)."""
-    if kernels == "ext":
-        return torch.ops.gpt_kernels.cross_entropy
-    return F.cross_entropy
+def loss_function(kernels, dtype=torch.float32, overwrite_logits=False):
+    """The loss of the loop: F.cross_entropy, or the fused kernel that writes the gradient while
+    computing the loss (csrc/cross_entropy.cpp). overwrite_logits: the caller's logits are dead
+    after the loss (as in the loop), so the gradient may take their memory (cross_entropy_inplace:
+    no second N x V buffer); not in float16, whose backward recomputes from the logits under a
+    GradScaler's factor. Without grad (evaluation) both are the plain loss."""
+    if kernels != "ext":
+        return F.cross_entropy
+    import gpt_kernels
+    if overwrite_logits and dtype != torch.float16:
+        return gpt_kernels.cross_entropy_inplace
+    return torch.ops.gpt_kernels.cross_entropy
 
 
-def load_kernels():
+def check_kernels(config, device, dtype):
+    """--kernels ext: the compiled library must load and take this model on this device."""
+    if config.kernels != "ext":
+        return
+    if device.type == "mps":
+        raise UsageError("--kernels ext: the compiled kernels run on the CPU and on CUDA, not on "
+                         "MPS. Use --kernels torch (the default) with --device mps.")
+    head_size = config.embed_dim // config.n_head
+    if head_size not in (32, 64, 128):
+        raise UsageError(f"--kernels ext: the fused attention takes head sizes 32, 64 and 128, and "
+                         f"embed_dim / n_head = {head_size}. Change them or use --kernels torch.")
+    if device.type == "cuda" and dtype == torch.float32:
+        raise UsageError("--kernels ext on CUDA computes attention in bfloat16 or float16: use "
+                         "--dtype bfloat16 (the default) or float16, or --kernels torch for float32.")
     try:
         import gpt_kernels  # noqa: F401  (registers torch.ops.gpt_kernels.*)
     except ImportError as e:
@@ -452,25 +484,53 @@ def load_kernels():
 
 # ----------------------------------------------------------------------------- training helpers
 
-def learning_rate_at(step, args):
+def learning_rate_at(step, train):
     """Linear warmup, then cosine decay to min_lr at max_iters (or constant after warmup)."""
-    if step < args.warmup_iters:
-        return args.learning_rate * (step + 1) / args.warmup_iters
-    if args.lr_schedule == "constant":
-        return args.learning_rate
-    progress = min(1.0, (step - args.warmup_iters) / max(1, args.max_iters - args.warmup_iters))
-    return args.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (args.learning_rate - args.min_lr)
+    if step < train.warmup_iters:
+        return train.learning_rate * (step + 1) / train.warmup_iters
+    if train.lr_schedule == "constant":
+        return train.learning_rate
+    progress = min(1.0, (step - train.warmup_iters) / max(1, train.max_iters - train.warmup_iters))
+    return train.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (train.learning_rate - train.min_lr)
 
 
-def make_optimizer(model, args, device):
-    # Weight decay on weight matrices only: decaying biases, LayerNorm gains and embeddings'
-    # scale pulls them to zero for no regularisation benefit.
+def make_optimizer(model, train, device):
+    # Weight decay on the matrices (weights and embeddings) only: decaying biases and LayerNorm
+    # gains pulls them to zero for no regularisation benefit.
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": args.weight_decay},
+    groups = [{"params": decay, "weight_decay": train.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(0.9, 0.95),
+    return torch.optim.AdamW(groups, lr=train.learning_rate, betas=(0.9, 0.95),
                              fused=device.type == "cuda")
+
+
+def precision(device, dtype_name):
+    """(dtype, autocast context, GradScaler): bfloat16 autocast on CUDA by default, float32 elsewhere."""
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+        dtype_name or ("bfloat16" if device.type == "cuda" else "float32")]
+    # autocast on CUDA only (a disabled torch.autocast("mps") raises on older torch)
+    use_autocast = device.type == "cuda" and dtype != torch.float32
+    autocast = torch.autocast(device.type, dtype=dtype) if use_autocast else contextlib.nullcontext()
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and dtype == torch.float16)
+    return dtype, autocast, scaler
+
+
+def make_batches(train_set, train, step, checkpoint, rank, world):
+    """An endless stream of (x, y) batches. Each rank reads its own share of each epoch's order;
+    where to start follows from how many windows the checkpoint's run consumed (whatever its
+    number of ranks), so a resumed run sees exactly the batches it would have seen."""
+    sampler = EpochShuffler(len(train_set), train.seed, rank=rank, world=world)
+    windows_per_epoch = len(sampler) // train.batch_size * train.batch_size
+    if windows_per_epoch == 0:
+        raise UsageError(f"the training data has {len(train_set)} windows, fewer than --batch-size "
+                         f"{train.batch_size} x {world} ranks.")
+    seen = step * train.grad_accum * train.batch_size * (checkpoint or {}).get("world_size", world) // world
+    sampler.epoch, sampler.start = divmod(seen, windows_per_epoch)
+    # The loader's own generator keeps it from drawing on the global RNG that dropout uses.
+    loader = DataLoader(train_set, batch_size=train.batch_size, sampler=sampler, drop_last=True,
+                        generator=torch.Generator().manual_seed(train.seed))
+    return cycle(loader)
 
 
 @torch.no_grad()
@@ -488,6 +548,26 @@ def evaluate(model, datasets, eval_starts, loss_fn, device, autocast):
         losses[split] = total / len(eval_starts[split])
     model.train()
     return losses
+
+
+def guard(step_loss, grad_norm, spikes, scaler, world):
+    """(loss, grad norm, why the step must not be applied or None). A step with a non-finite loss
+    or gradient norm, or (--skip-spikes) a loss spike, is skipped. Every rank must decide alike:
+    the gradient norm is the same on every rank (and a non-finite loss anywhere makes it
+    non-finite), a rank's own loss is not, so under torchrun the loss counts only as its mean
+    over the ranks: one small all-reduce, paid only where the loss must be looked at
+    (--skip-spikes; float16, whose overflowing gradients are the GradScaler's to skip)."""
+    if world > 1 and not (spikes or scaler.is_enabled()):
+        loss_now, norm_now = None, grad_norm.item()
+    else:
+        mean_loss = step_loss if world == 1 else sum_over_ranks(step_loss, world) / world
+        loss_now, norm_now = torch.stack([mean_loss, grad_norm.float()]).tolist()  # one host sync
+    if (loss_now is not None and not math.isfinite(loss_now)) or \
+            (not math.isfinite(norm_now) and not scaler.is_enabled()):
+        return loss_now, norm_now, "non-finite"
+    if spikes and spikes.is_spike(loss_now):
+        return loss_now, norm_now, "spike"
+    return loss_now, norm_now, None
 
 
 def save_checkpoint(path, state):
@@ -515,47 +595,139 @@ def load_checkpoint(path, flag="--resume"):
         raise UsageError(f"cannot read checkpoint {path}: {e}") from None
 
 
-def load_pretrained(args):
-    """--init-from: a GPT-2 model (transformers folder or hub name) as {"model": our state dict,
-    "config": GPTConfig fields, "tokenizer": tokenizer.json or None}; support/hf.py converts."""
-    if args.resume:
-        raise UsageError("--init-from starts a new run from a GPT-2 model, --resume continues the run "
-                         f"in {args.out_dir}: use one of them.")
-    from support.hf import load_pretrained as load_gpt2
-    return load_gpt2(args.init_from)
-
-
-def check_data_fits(pretrained, tokenizer_path, dataset_vocab, config, args):
+def check_data_fits(pretrained, data, config):
     """--init-from with a dataset folder: the same tokenizer, and no ids past the model's vocab."""
     from support.hf import same_vocabulary
-    if tokenizer_path and pretrained["tokenizer"] and not same_vocabulary(tokenizer_path, pretrained["tokenizer"]):
-        raise UsageError(f"--init-from {args.init_from}: the dataset's tokenizer ({tokenizer_path}) is not "
+    if data.tokenizer and pretrained["tokenizer"] and not same_vocabulary(data.tokenizer, pretrained["tokenizer"]):
+        raise UsageError(f"--init-from {pretrained['source']}: the dataset's tokenizer ({data.tokenizer}) is not "
                          f"the model's ({pretrained['tokenizer']}), so its token ids mean other text. "
                          "Prepare the text with the model's tokenizer: python data/prepare.py --tokenizer FILE.")
-    if dataset_vocab and dataset_vocab > config.vocab_size:
-        raise UsageError(f"--init-from {args.init_from}: the dataset has a vocabulary of {dataset_vocab} "
+    if data.vocab_size and data.vocab_size > config.vocab_size:
+        raise UsageError(f"--init-from {pretrained['source']}: the dataset has a vocabulary of {data.vocab_size} "
                          f"tokens, the model {config.vocab_size}.")
 
 
-def export_hf(source, config, args):
+def export_hf(source, config, out):
     """--export-hf DIR: the checkpoint (or --init-from's model) as a transformers GPT-2 folder."""
     from support.hf import export_hf as write_gpt2
     # the checkpoint's own config too: an option GPTConfig no longer has must not vanish silently
-    files = write_gpt2(source["model"], {**source["config"], **asdict(config)}, source.get("tokenizer"),
-                       args.export_hf)
-    print(f"wrote {args.export_hf}: {', '.join(files)}")
+    files = write_gpt2(source["model"], {**source["config"], **asdict(config)}, source.get("tokenizer"), out)
+    print(f"wrote {out}: {', '.join(files)}")
     if not source.get("tokenizer"):
         print("note: the run has no tokenizer (raw .bin data): only the model was exported.")
-    print(f"load it with transformers.AutoModelForCausalLM.from_pretrained({args.export_hf!r})")
+    print(f"load it with transformers.AutoModelForCausalLM.from_pretrained({out!r})")
 
 
-def print_sample(model, tokenizer_path, args, device):
+def print_sample(model, tokenizer_path, sampling, device):
     try:
-        print(sample_text(model, tokenizer_path, args, device))
+        print(sample_text(model, tokenizer_path, sampling, device))
     except ValueError as e:  # a prompt the model's vocabulary cannot express
         raise UsageError(str(e)) from None
     except SamplingError as e:  # a model whose output is no distribution (NaN or inf)
         raise RunStopped(f"cannot sample: {e}", EXIT_DIVERGED) from None
+
+
+class Run:
+    """What a run leaves behind, and how it stops: the progress bar, the metrics log (rank 0),
+    checkpoints (only ever with finite weights), the guards' verdicts, Ctrl-C (finish the step,
+    write a checkpoint, exit; under torchrun at the next log step, where the ranks agree), and
+    one line saying why when the run cannot go on."""
+
+    def __init__(self, ckpt_path, is_main, checkpoint, max_iters, log):
+        self.ckpt_path, self.is_main, self.log = ckpt_path, is_main, log
+        self.saved_step = checkpoint["step"] if checkpoint else None  # the last good checkpoint
+        if is_main and not checkpoint and os.path.exists(ckpt_path):
+            print(f"note: {ckpt_path} exists and will be replaced by this new run (use --resume to continue it)")
+        self.stop_requested, self.stopped = [], False
+        self.nonfinite_in_a_row, self.skipped_steps = 0, 0
+        self.bar = tqdm(total=max_iters, initial=checkpoint["step"] if checkpoint else 0, desc="training",
+                        dynamic_ncols=True, disable=not is_main, mininterval=0.5 if sys.stderr.isatty() else 10)
+        signal.signal(signal.SIGINT, self.on_sigint)
+
+    def on_sigint(self, signum, frame):
+        self.stop_requested.append(True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+
+    def last_good(self):
+        if self.saved_step is None:
+            return "No checkpoint of this run was written."
+        return f"The last good checkpoint is {self.ckpt_path} (iteration {self.saved_step}); continue with --resume."
+
+    def close(self):
+        self.bar.close()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if self.is_main:
+            self.log.close()
+
+    def stop(self, message, status):
+        self.close()
+        raise RunStopped(f"{message}. {self.last_good()}", status)
+
+    def write(self, write, *write_args):
+        """A write of the run's files (rank 0); if it fails (disk full...) the run ends with one line."""
+        if not self.is_main:
+            return
+        try:
+            write(*write_args)
+        except WriteError as e:
+            self.stop(str(e), EXIT_WRITE_FAILED)
+
+    def record(self, metrics):
+        if self.is_main:
+            self.write(self.log.write, metrics)
+
+    def say(self, line):
+        if self.is_main:
+            self.bar.write(line)
+
+    def after_step(self, step, skip, loss_now, norm_now, max_nonfinite):
+        """Count the step; report a skipped one; stop after max_nonfinite non-finite steps in a row."""
+        self.bar.update(1)
+        self.nonfinite_in_a_row = self.nonfinite_in_a_row + 1 if skip == "non-finite" else 0
+        if skip:
+            self.skipped_steps += 1
+            loss_text = "" if loss_now is None else f"loss {loss_now:.4g}, "
+            self.say(f"iter {step}: {skip} step ({loss_text}grad norm {norm_now:.4g}), not applied")
+            self.record({"iter": step, "skipped": skip, "grad_norm": norm_now,
+                         **({} if loss_now is None else {"loss": loss_now})})
+        if self.nonfinite_in_a_row == max_nonfinite:
+            first = step - self.nonfinite_in_a_row + 1
+            where = f"iteration {step}" if first == step else f"iterations {first} to {step}"
+            self.stop(f"training diverged: the loss or gradient norm was not finite at {where} (--max-nonfinite "
+                      f"{max_nonfinite}), and those updates were not applied. Lower --learning-rate or "
+                      "--grad-clip", EXIT_DIVERGED)
+        if not dist.is_initialized():  # under torchrun the ranks agree on stopping at a log step
+            self.stopped = bool(self.stop_requested)
+
+    def checkpoint(self, step, state_of_ranks, weights_finite):
+        """Never replace the last good checkpoint with weights that are not finite, or that just gave
+        a non-finite loss (every rank holds the same weights: every rank decides alike)."""
+        if self.nonfinite_in_a_row:
+            self.say(f"iter {step}: no checkpoint after a non-finite step. {self.last_good()}")
+        elif not weights_finite:
+            self.stop(f"the weights are not finite at iteration {step}, so no checkpoint was written. "
+                      "Lower --learning-rate or --grad-clip", EXIT_DIVERGED)
+        else:
+            state = state_of_ranks()  # every rank takes part: it gathers their RNG states
+            self.write(save_checkpoint, self.ckpt_path, state)
+            self.saved_step = step
+
+    def finish(self, step, checkpoint, max_iters, world, plot_path):
+        """After the loop: leave the process group, say how the run ended, plot the losses."""
+        self.close()
+        if world > 1:
+            dist.destroy_process_group()
+        if not self.is_main:
+            sys.exit(EXIT_INTERRUPTED if self.stopped else 0)
+        if self.stopped:
+            print(f"interrupted at iteration {step}. {self.last_good()}")
+            sys.exit(EXIT_INTERRUPTED)
+        if step == 0 or (checkpoint and step == checkpoint["step"]):
+            print(f"nothing to do: the run is at iteration {step} of --iters {max_iters}")
+        try:
+            plot_losses(self.log.path, plot_path)
+        except WriteError as e:
+            raise RunStopped(f"{e}. Training completed. {self.last_good()}", EXIT_WRITE_FAILED) from None
 
 
 # ----------------------------------------------------------------------------- command line
@@ -572,10 +744,10 @@ def parse_args(argv=None):
         model.add_argument("--" + f.name.replace("_", "-"), default=None, **kind,
                            help=f"default {f.default}" + (" (4 x embed-dim)" if f.name == "ff_dim" else ""))
     train = p.add_argument_group("training")
-    for name, default in TRAIN_DEFAULTS.items():
-        flag = "--iters" if name == "max_iters" else "--" + name.replace("_", "-")
-        kind = dict(choices=["cosine", "constant"]) if name == "lr_schedule" else dict(type=type(default))
-        train.add_argument(flag, dest=name, default=None, **kind, help=f"default {default}")
+    for f in fields(TrainConfig):
+        flag = "--iters" if f.name == "max_iters" else "--" + f.name.replace("_", "-")
+        kind = dict(choices=["cosine", "constant"]) if f.name == "lr_schedule" else dict(type=type(f.default))
+        train.add_argument(flag, dest=f.name, default=None, **kind, help=f"default {f.default}")
     train.add_argument("--preset", choices=sorted(PRESETS), help="a smaller config: cpu trains in minutes on 2 cores")
     train.add_argument("--data", help="a dataset folder from data/prepare.py, a folder of llm.c .bin shards, "
                        "or one token file: a shard or raw uint16 ids (default: the stdlib corpus, prepared on first use)")
@@ -618,56 +790,14 @@ def parse_args(argv=None):
     sample.add_argument("--top-k", type=int, default=50, help="sample from the k likeliest tokens (0: all)")
     sample.add_argument("--top-p", type=float, default=1.0,
                         help="then from the fewest whose probabilities add up to p (default 1: off)")
-    return p.parse_args(argv)
+    return check_run_flags(p.parse_args(argv))
 
 
-def resolve_config(args, checkpoint, pretrained=None):
-    """Layer defaults < preset < checkpoint or --init-from's model < explicit flags into GPTConfig
-    and args."""
-    explicit = {k: v for k, v in vars(args).items() if v is not None}
-    base = {**asdict(GPTConfig()), **TRAIN_DEFAULTS, **PRESETS.get(args.preset, {})}
-    if "embed_dim" in explicit and "ff_dim" not in explicit:
-        base["ff_dim"] = 4 * explicit["embed_dim"]
-    if checkpoint:
-        saved = {**checkpoint["config"], **checkpoint["train_args"]}
-        shape = ("context_len", "vocab_size", "embed_dim", "n_head", "n_layer", "ff_dim", "gelu")
-        clash = [f"{k}={explicit[k]} (checkpoint: {saved.get(k, base[k])})" for k in shape
-                 if k in explicit and explicit[k] != saved.get(k, base[k])]
-        if clash:
-            raise UsageError(f"--resume: the checkpoint in {args.out_dir} has another model shape: "
-                             f"{', '.join(clash)}. Drop those flags or use another --out-dir.")
-        base.update(saved)
-    if pretrained:  # its shape is fixed, but it can be trained on shorter windows
-        saved = pretrained["config"]
-        clash = [f"{k}={explicit[k]} (the model: {saved[k]})" for k in saved
-                 if k in explicit and explicit[k] != saved[k] and k not in ("context_len", "dropout")]
-        if explicit.get("context_len", 0) > saved["context_len"]:
-            clash.append(f"context_len={explicit['context_len']} (the model has {saved['context_len']} positions)")
-        if clash:
-            raise UsageError(f"--init-from {args.init_from}: the model has another shape: {', '.join(clash)}. "
-                             "Drop those flags (--context-len may be smaller than the model's).")
-        base.update(saved)
-    merged = {**base, **explicit}
-    config = GPTConfig(**{f.name: merged[f.name] for f in fields(GPTConfig)})
-    for name in TRAIN_DEFAULTS:
-        setattr(args, name, merged[name])
-    if config.embed_dim % config.n_head:
-        raise UsageError(f"embed_dim {config.embed_dim} is not divisible by n_head {config.n_head}: "
-                         "each head gets embed_dim / n_head channels.")
-    if config.kernels == "ext" and config.embed_dim // config.n_head not in (32, 64, 128):
-        raise UsageError(f"--kernels ext: the fused attention takes head sizes 32, 64 and 128, and "
-                         f"embed_dim / n_head = {config.embed_dim // config.n_head}. Change them or use --kernels torch.")
-    if min(config.context_len, config.vocab_size, config.embed_dim, config.n_head, config.n_layer,
-           config.ff_dim, args.batch_size, args.grad_accum, args.max_iters) < 1:
-        raise UsageError("sizes, --batch-size, --grad-accum and --iters must be positive.")
-    if not 0.0 <= config.dropout < 1.0:
-        raise UsageError(f"--dropout {config.dropout} is outside [0, 1).")
-    if config.gelu not in ("exact", "tanh"):
-        raise UsageError(f"gelu {config.gelu!r}: use exact or tanh.")
-    for name in ("eval_interval", "ckpt_interval", "log_interval", "eval_iters"):
-        setattr(args, name, max(1, getattr(args, name)))
-    if args.grad_clip < 0:
-        raise UsageError(f"--grad-clip {args.grad_clip}: give a positive norm, or 0 for no clipping.")
+def check_run_flags(args):
+    """The flags that are not model or training hyperparameters: checked once, here."""
+    if args.init_from and args.resume:
+        raise UsageError("--init-from starts a new run from a GPT-2 model, --resume continues the run "
+                         f"in {args.out_dir}: use one of them.")
     if args.max_nonfinite < 1:
         raise UsageError(f"--max-nonfinite {args.max_nonfinite}: give 1 or more (1 stops at the first).")
     if args.skip_spikes is not None and not args.skip_spikes > 0:
@@ -677,7 +807,62 @@ def resolve_config(args, checkpoint, pretrained=None):
     if not (args.num_tokens >= 0 and args.temperature >= 0 and args.top_k >= 0 and 0 < args.top_p <= 1):
         raise UsageError("--num-tokens, --temperature and --top-k must be 0 or more (temperature 0: "
                          "greedy; top-k 0: no limit) and --top-p in (0, 1].")
-    return config
+    return args
+
+
+def given_flags(args):
+    """The model and training flags given on the command line, {field: value}."""
+    names = {f.name for f in fields(GPTConfig)} | {f.name for f in fields(TrainConfig)}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def resolve_config(given, preset=None, checkpoint=None, pretrained=None):
+    """Layer defaults < preset < the checkpoint or --init-from's model < the flags given
+    ({field: value}) into (GPTConfig, TrainConfig), and check the result."""
+    base = {**asdict(GPTConfig()), **asdict(TrainConfig()), **PRESETS.get(preset, {})}
+    if "embed_dim" in given and "ff_dim" not in given:
+        base["ff_dim"] = 4 * given["embed_dim"]
+    if checkpoint:
+        saved = {**checkpoint["config"], **checkpoint["train_args"]}
+        shape = ("context_len", "vocab_size", "embed_dim", "n_head", "n_layer", "ff_dim", "gelu")
+        clash = [f"{k}={given[k]} (checkpoint: {saved.get(k, base[k])})" for k in shape
+                 if k in given and given[k] != saved.get(k, base[k])]
+        if clash:
+            raise UsageError(f"--resume: the checkpoint in --out-dir has another model shape: "
+                             f"{', '.join(clash)}. Drop those flags or use another --out-dir.")
+        base.update(saved)
+    if pretrained:  # its shape is fixed, but it can be trained on shorter windows
+        saved = pretrained["config"]
+        clash = [f"{k}={given[k]} (the model: {saved[k]})" for k in saved
+                 if k in given and given[k] != saved[k] and k not in ("context_len", "dropout")]
+        if given.get("context_len", 0) > saved["context_len"]:
+            clash.append(f"context_len={given['context_len']} (the model has {saved['context_len']} positions)")
+        if clash:
+            raise UsageError(f"--init-from {pretrained['source']}: the model has another shape: {', '.join(clash)}. "
+                             "Drop those flags (--context-len may be smaller than the model's).")
+        base.update(saved)
+    merged = {**base, **given}
+    config = GPTConfig(**{f.name: merged[f.name] for f in fields(GPTConfig)})
+    train = TrainConfig(**{f.name: merged[f.name] for f in fields(TrainConfig)})
+    check_config(config, train)
+    return config, train
+
+
+def check_config(config, train):
+    if config.embed_dim % config.n_head:
+        raise UsageError(f"embed_dim {config.embed_dim} is not divisible by n_head {config.n_head}: "
+                         "each head gets embed_dim / n_head channels.")
+    if min(config.context_len, config.vocab_size, config.embed_dim, config.n_head, config.n_layer,
+           config.ff_dim, train.batch_size, train.grad_accum, train.max_iters) < 1:
+        raise UsageError("sizes, --batch-size, --grad-accum and --iters must be positive.")
+    if not 0.0 <= config.dropout < 1.0:
+        raise UsageError(f"--dropout {config.dropout} is outside [0, 1).")
+    if config.gelu not in ("exact", "tanh"):
+        raise UsageError(f"gelu {config.gelu!r}: use exact or tanh.")
+    for name in ("eval_interval", "ckpt_interval", "log_interval", "eval_iters"):
+        setattr(train, name, max(1, getattr(train, name)))
+    if train.grad_clip < 0:
+        raise UsageError(f"--grad-clip {train.grad_clip}: give a positive norm, or 0 for no clipping.")
 
 
 def prepare_out_dir(out_dir):
@@ -693,14 +878,14 @@ def prepare_out_dir(out_dir):
 
 # ----------------------------------------------------------------------------- several processes
 
-def init_distributed(args):
+def init_distributed(device_name, timeout_s):
     """Under torchrun (RANK and WORLD_SIZE set) join the process group; else be rank 0 of 1."""
     try:
-        device = torch.device(args.device)
+        device = torch.device(device_name)
     except RuntimeError:
         device = None
     if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"--device {args.device}: use cpu, cuda, cuda:N or mps.")
+        raise UsageError(f"--device {device_name}: use cpu, cuda, cuda:N or mps.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda, but no CUDA GPU is available. Use --device cpu.")
     if device.type == "mps":  # Apple silicon: the pure PyTorch path, in float32, one process
@@ -717,305 +902,238 @@ def init_distributed(args):
     # A dead or stuck rank must end the job, not hang it: collectives give up after the timeout
     # (and torchrun stops the other ranks as soon as one exits with an error).
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                            timeout=datetime.timedelta(seconds=args.dist_timeout))
+                            timeout=datetime.timedelta(seconds=timeout_s))
     return dist.get_rank(), dist.get_world_size(), device
 
 
-# ----------------------------------------------------------------------------- main
-
-def main(argv=None):
-    args = parse_args(argv)
-    rank, world, device = init_distributed(args)
-    is_main = rank == 0  # only rank 0 prints, evaluates, writes metrics and checkpoints
-    ckpt_path = os.path.join(args.out_dir, "ckpt.pt")
-    pretrained = load_pretrained(args) if args.init_from else None  # GPT-2's weights, say
-    reads_checkpoint = args.resume or ((args.sample or args.export_hf) and not pretrained)
-    flag = "--resume" if args.resume else "--sample" if args.sample else "--export-hf"
-    checkpoint = load_checkpoint(ckpt_path, flag) if reads_checkpoint else None
-    config = resolve_config(args, checkpoint, pretrained)
-    if pretrained:  # trained on shorter windows: keep the first context_len positions
-        pretrained["model"]["pos_emb.weight"] = pretrained["model"]["pos_emb.weight"][:config.context_len]
-    if args.export_hf:  # convert and exit
-        if is_main:
-            export_hf(pretrained or checkpoint, config, args)
-        return
-    if config.kernels == "ext" and device.type == "mps":
-        raise UsageError("--kernels ext: the compiled kernels run on the CPU and on CUDA, not on "
-                         "MPS. Use --kernels torch (the default) with --device mps.")
-    if config.kernels == "ext":
-        load_kernels()
-
-    if args.sample:  # sampling only: no data needed, the checkpoint knows its tokenizer
-        source = pretrained or checkpoint
-        model = GPT(config).to(device)
-        model.load_state_dict(source["model"])
-        print_sample(model, source.get("tokenizer"), args, device)
-        return
-
-    data_location = args.data or (checkpoint or {}).get("data")
-    if is_main:  # rank 0 alone prepares the default corpus; the others wait for it
-        prepare_out_dir(args.out_dir)
-        dataset = find_dataset(data_location, config.vocab_size)
-    if world > 1:
-        dist.barrier()
-    if not is_main:
-        dataset = find_dataset(data_location, config.vocab_size)
-    if dataset.vocab_size and args.vocab_size is None and not checkpoint and not pretrained:
-        config.vocab_size = dataset.vocab_size  # a dataset folder says its own vocab size
-    if pretrained:  # the data's token ids must mean what they meant to the model
-        check_data_fits(pretrained, dataset.tokenizer, dataset.vocab_size, config, args)
-    tokenizer_path = dataset.tokenizer or (checkpoint or pretrained or {}).get("tokenizer")
-    check_token_ids(dataset, config.vocab_size, args.skip_data_check)
-    train_set, val_set = make_datasets(dataset, config.context_len, config.vocab_size)
-
-    torch.manual_seed(args.seed)  # the same initial weights on every rank
-    model = GPT(config).to(device)
-    optimizer = make_optimizer(model, args, device)
-    step = 0
-    if checkpoint:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        step = checkpoint["step"]
-        if is_main:
-            print(f"resuming from {ckpt_path} at iteration {step}")
-    elif pretrained:
-        model.load_state_dict(pretrained["model"])
-        if is_main:
-            print(f"starting from {pretrained['source']} ({config.gelu} GELU)")
-    if not checkpoint and os.path.exists(ckpt_path) and is_main:
-        print(f"note: {ckpt_path} exists and will be replaced by this new run (use --resume to continue it)")
-    torch.manual_seed(args.seed + rank)  # but different dropout masks
-
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
-        args.dtype or ("bfloat16" if device.type == "cuda" else "float32")]
-    if config.kernels == "ext" and device.type == "cuda" and dtype == torch.float32:
-        raise UsageError("--kernels ext on CUDA computes attention in bfloat16 or float16: use "
-                         "--dtype bfloat16 (the default) or float16, or --kernels torch for float32.")
-    # autocast on CUDA only (a disabled torch.autocast("mps") raises on older torch)
-    use_autocast = device.type == "cuda" and dtype != torch.float32
-    autocast = torch.autocast(device.type, dtype=dtype) if use_autocast else contextlib.nullcontext()
-    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and dtype == torch.float16)
+def wrap_model(model, device, world, compile_model):
+    """(the DDP wrapper or None, the model the loop trains, the model rank 0 evaluates)."""
     # DDP averages the gradients over ranks during backward; the buffers (the causal mask)
     # never change, so they need no broadcast.
     ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
                     broadcast_buffers=False) if world > 1 else None
     train_model = ddp_model or model
-    if args.compile:
+    if compile_model:
         train_model = torch.compile(train_model)
-    eval_model = model if world > 1 else train_model  # rank 0 evaluates alone: no DDP hooks
-    loss_fn = loss_function(config.kernels)
+    return ddp_model, train_model, model if world > 1 else train_model  # rank 0 evaluates alone: no DDP hooks
 
-    # Batches: each rank reads its own share of each epoch's shuffle; where to start follows
-    # from how many windows the checkpoint's run consumed (whatever its number of ranks).
-    sampler = EpochShuffler(len(train_set), args.seed, rank=rank, world=world)
-    windows_per_epoch = len(sampler) // args.batch_size * args.batch_size
-    if windows_per_epoch == 0:
-        raise UsageError(f"the training data has {len(train_set)} windows, fewer than --batch-size "
-                         f"{args.batch_size} x {world} ranks.")
-    seen = step * args.grad_accum * args.batch_size * (checkpoint or {}).get("world_size", world) // world
-    sampler.epoch, sampler.start = divmod(seen, windows_per_epoch)
-    # The loader's own generator keeps it from drawing on the global RNG that dropout uses.
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, drop_last=True,
-                              generator=torch.Generator().manual_seed(args.seed))
-    batches = cycle(train_loader)
-    eval_rng = np.random.default_rng(args.seed)
-    eval_starts = {split: eval_rng.integers(0, len(ds), (args.eval_iters, args.batch_size))
-                   for split, ds in (("train", train_set), ("val", val_set))}
 
-    tokens_per_step = args.batch_size * args.grad_accum * world * config.context_len
-    # MFU: the model's FLOPs at the measured tokens/s over the peak of all the ranks' devices
-    # (tokens_per_step counts every micro-batch of every rank, so accumulation and torchrun are in)
-    peak, model_flops = peak_flops(device, dtype, args.peak_flops), flops_per_token(model, config)
-    if is_main:
-        print(f"model: {model.num_params() / 1e6:.2f}M parameters, {config}")
-        print(f"data: {train_set.num_tokens:,} train / {val_set.num_tokens:,} val tokens from "
-              f"{data_location or DEFAULT_DATA}; device {device}, {dtype}")
-        if world > 1:
-            print(f"{world} ranks: effective batch {args.batch_size} x {args.grad_accum} grad accum x "
-                  f"{world} ranks = {args.batch_size * args.grad_accum * world} sequences per step")
-        warn_if_slow_on_cpu(model, config, args, device)
-        run_config = {**asdict(config), **{k: getattr(args, k) for k in TRAIN_DEFAULTS}, "world_size": world,
-                      "dtype": str(dtype).removeprefix("torch."), "device": str(device), "parameters": model.num_params()}
-        try:
-            log = MetricsLog(args.out_dir, args.logger, run_config, start_step=step)
-        except ValueError as e:  # a --logger whose package is not installed
-            raise UsageError(str(e)) from None
-        except WriteError as e:
-            raise RunStopped(str(e), EXIT_WRITE_FAILED) from None
-    spikes = SpikeDetector(args.skip_spikes) if args.skip_spikes else None
+# ----------------------------------------------------------------------------- main: the steps of a run
+
+def load_start(args):
+    """(checkpoint or None, --init-from's model or None): what the run starts from."""
+    pretrained = None
+    if args.init_from:  # a GPT-2 model (transformers folder or hub name), converted by support/hf.py
+        from support.hf import load_pretrained
+        pretrained = load_pretrained(args.init_from)
+    reads_checkpoint = args.resume or ((args.sample or args.export_hf) and not pretrained)
+    flag = "--resume" if args.resume else "--sample" if args.sample else "--export-hf"
+    checkpoint = load_checkpoint(os.path.join(args.out_dir, "ckpt.pt"), flag) if reads_checkpoint else None
+    return checkpoint, pretrained
+
+
+def open_data(location, config, vocab_given, checkpoint, pretrained, skip_check, is_main, world):
+    """(train set, val set, TokenData) for --data, the checkpoint's data, or the default corpus.
+    Rank 0 alone prepares the default corpus; the others wait for it."""
+    if not is_main:
+        dist.barrier()
+    data = find_dataset(location, config.vocab_size)
+    if is_main and world > 1:
+        dist.barrier()
+    if data.vocab_size and not (vocab_given or checkpoint or pretrained):
+        config.vocab_size = data.vocab_size  # a dataset folder says its own vocab size
+    if pretrained:  # the data's token ids must mean what they meant to the model
+        check_data_fits(pretrained, data, config)
+    check_token_ids(data, config.vocab_size, skip_check)
+    data.tokenizer = data.tokenizer or (checkpoint or pretrained or {}).get("tokenizer")
+    return (*make_datasets(data, config.context_len, config.vocab_size), data)
+
+
+def make_model(config, train, device, checkpoint, pretrained, is_main):
+    """(model, optimizer, step): new, from the checkpoint (--resume) or from --init-from's weights."""
+    torch.manual_seed(train.seed)  # the same initial weights on every rank
+    model = GPT(config).to(device)
+    optimizer = make_optimizer(model, train, device)
+    if checkpoint:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if is_main:
+            print(f"resuming from the checkpoint at iteration {checkpoint['step']}")
+    elif pretrained:
+        model.load_state_dict(pretrained["model"])
+        if is_main:
+            print(f"starting from {pretrained['source']} ({config.gelu} GELU)")
+    return model, optimizer, checkpoint["step"] if checkpoint else 0
+
+
+def fixed_eval_windows(datasets, train):
+    """The window starts every evaluation uses, per split: (eval_iters, batch_size) each."""
+    eval_rng = np.random.default_rng(train.seed)
+    return {split: eval_rng.integers(0, len(ds), (train.eval_iters, train.batch_size)) for split, ds in datasets.items()}
+
+
+def spike_guard(z, checkpoint):
+    """--skip-spikes Z: the detector, with the checkpoint's recent losses."""
+    spikes = SpikeDetector(z) if z else None
     if spikes and checkpoint and checkpoint.get("spike_losses"):
         spikes.load_state_dict(checkpoint["spike_losses"])
+    return spikes
 
-    def checkpoint_state():
-        """Called by every rank (it gathers their RNG states); rank 0 writes the result."""
-        rng_cpu, rng_cuda = gather_from_ranks(torch.get_rng_state(), world), None
-        if device.type == "cuda":
-            rng_cuda = gather_from_ranks(torch.cuda.get_rng_state(device), world)
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "config": asdict(config), "train_args": {k: getattr(args, k) for k in TRAIN_DEFAULTS},
-                "world_size": world, "rng_cpu": rng_cpu, "rng_cuda": rng_cuda,
-                "spike_losses": spikes.state_dict() if spikes else None,
-                "data": os.path.abspath(data_location) if data_location else None,
-                "tokenizer": os.path.abspath(tokenizer_path) if tokenizer_path else None}
 
-    # What a stopped run leaves: the last checkpoint written with finite weights.
-    saved_step = checkpoint["step"] if checkpoint else None
+def start_log(args, config, train, model, data, world, dtype, device, step):
+    """Say what is trained on what (rank 0), and open the metrics log."""
+    print(f"model: {model.num_params() / 1e6:.2f}M parameters, {config}")
+    print(f"data: {data[0].num_tokens:,} train / {data[1].num_tokens:,} val tokens from {data[2].location}; "
+          f"device {device}, {dtype}")
+    if world > 1:
+        print(f"{world} ranks: effective batch {train.batch_size} x {train.grad_accum} grad accum x "
+              f"{world} ranks = {train.batch_size * train.grad_accum * world} sequences per step")
+    if not args.preset:
+        warn_if_slow_on_cpu(model, config, train, device)
+    run_config = {**asdict(config), **asdict(train), "world_size": world, "dtype": str(dtype).removeprefix("torch."),
+                  "device": str(device), "parameters": model.num_params()}
+    try:
+        return MetricsLog(args.out_dir, args.logger, run_config, start_step=step)
+    except ValueError as e:  # a --logger whose package is not installed
+        raise UsageError(str(e)) from None
+    except WriteError as e:
+        raise RunStopped(str(e), EXIT_WRITE_FAILED) from None
 
-    def last_good():
-        if saved_step is None:
-            return "No checkpoint of this run was written."
-        return f"The last good checkpoint is {ckpt_path} (iteration {saved_step}); continue with --resume."
 
-    def stop_run(message, status):
-        bar.close()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+def restore_rng(checkpoint, rank, device, seed):
+    """Dropout's random stream: the checkpoint's (so a resumed run continues it exactly), else
+    seeded per rank (the same weights on every rank, but different dropout masks)."""
+    if not checkpoint:
+        torch.manual_seed(seed + rank)
+        return
+    torch.set_rng_state(checkpoint["rng_cpu"][rank % len(checkpoint["rng_cpu"])])
+    if device.type == "cuda" and checkpoint.get("rng_cuda"):
+        torch.cuda.set_rng_state(checkpoint["rng_cuda"][rank % len(checkpoint["rng_cuda"])], device)
+
+
+def state_of_ranks(model, optimizer, step, config, train, world, device, spikes, data):
+    """The checkpoint: called by every rank (it gathers their RNG states); rank 0 writes it."""
+    rng_cpu, rng_cuda = gather_from_ranks(torch.get_rng_state(), world), None
+    if device.type == "cuda":
+        rng_cuda = gather_from_ranks(torch.cuda.get_rng_state(device), world)
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            "config": asdict(config), "train_args": asdict(train), "world_size": world,
+            "rng_cpu": rng_cpu, "rng_cuda": rng_cuda, "spike_losses": spikes.state_dict() if spikes else None,
+            "data": os.path.abspath(data.location) if data.location != DEFAULT_DATA else None,
+            "tokenizer": os.path.abspath(data.tokenizer) if data.tokenizer else None}
+
+
+class Throughput:
+    """Tokens per second between log steps (evaluation and checkpoint time left out: pause()),
+    and MFU: the model's FLOPs at that rate over the peak of all the ranks' devices."""
+
+    def __init__(self, step, tokens_per_step, flops_per_token, peak):
+        self.tokens_per_step, self.flops_per_token, self.peak = tokens_per_step, flops_per_token, peak
+        self.last_time, self.last_step = time.perf_counter(), step
+
+    def pause(self):
+        self.last_time = time.perf_counter()
+
+    def __call__(self, step):
+        now = time.perf_counter()
+        tokens_per_s = (step - self.last_step) * self.tokens_per_step / (now - self.last_time)
+        self.last_time, self.last_step = now, step
+        return tokens_per_s, (self.flops_per_token * tokens_per_s / self.peak if self.peak else None)
+
+
+def log_step(run, step, step_loss, lr, norm_now, skipped_steps, throughput, world, device):
+    """The one collective of a log step: the mean loss, and whether a rank got Ctrl-C (so that
+    every rank stops at the same step). Returns whether to stop."""
+    stop_flag = torch.tensor(float(bool(run.stop_requested)), device=device)
+    loss_sum, stop_votes = sum_over_ranks(torch.stack([step_loss, stop_flag]), world).tolist()
+    tokens_per_s, mfu = throughput(step)
+    record = {"iter": step, "train_loss": loss_sum / world, "lr": lr, "tokens_per_s": tokens_per_s,
+              "grad_norm": norm_now, "skipped_steps": skipped_steps}
+    postfix = dict(loss=f"{loss_sum / world:.4f}", lr=f"{lr:.2e}", gnorm=f"{norm_now:.3g}", tok_s=f"{tokens_per_s:,.0f}")
+    if mfu is not None:
+        record["mfu"], postfix["mfu"] = mfu, f"{100 * mfu:.1f}%"
+    run.record(record)
+    run.bar.set_postfix(postfix)
+    return stop_votes > 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    rank, world, device = init_distributed(args.device, args.dist_timeout)
+    is_main = rank == 0  # only rank 0 prints, evaluates, writes metrics and checkpoints
+    checkpoint, pretrained = load_start(args)
+    config, train = resolve_config(given_flags(args), args.preset, checkpoint, pretrained)
+    sampling = SampleConfig(args.prompt, args.num_tokens, args.temperature, args.top_k, args.top_p, train.seed)
+    if pretrained:  # trained on shorter windows: keep the first context_len positions
+        pretrained["model"]["pos_emb.weight"] = pretrained["model"]["pos_emb.weight"][:config.context_len]
+    if args.export_hf:  # convert and exit
         if is_main:
-            log.close()
-        raise RunStopped(f"{message}. {last_good()}", status)
+            export_hf(pretrained or checkpoint, config, args.export_hf)
+        return
+    dtype, autocast, scaler = precision(device, args.dtype)
+    check_kernels(config, device, dtype)
+    if args.sample:  # sampling only: no data needed, the checkpoint knows its tokenizer
+        model = GPT(config).to(device)
+        model.load_state_dict((pretrained or checkpoint)["model"])
+        return print_sample(model, (pretrained or checkpoint).get("tokenizer"), sampling, device)
 
-    def or_stop(write, *write_args):
-        """A write of the run's files; if it fails (disk full...) the run ends with one line."""
-        try:
-            write(*write_args)
-        except WriteError as e:
-            stop_run(str(e), EXIT_WRITE_FAILED)
-
-    # Ctrl-C: finish the current step (under torchrun: up to the next log step, where the ranks
-    # agree on it), write a checkpoint, exit. A second Ctrl-C stops at once.
-    stop_requested = []
-
-    def on_sigint(signum, frame):
-        stop_requested.append(True)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGINT, on_sigint)
-
-    if checkpoint:  # last thing before the loop, so that dropout continues the same random stream
-        torch.set_rng_state(checkpoint["rng_cpu"][rank % len(checkpoint["rng_cpu"])])
-        if device.type == "cuda" and checkpoint.get("rng_cuda"):
-            torch.cuda.set_rng_state(checkpoint["rng_cuda"][rank % len(checkpoint["rng_cuda"])], device)
-    bar = tqdm(total=args.max_iters, initial=step, desc="training", dynamic_ncols=True, disable=not is_main,
-               mininterval=0.5 if sys.stderr.isatty() else 10)
-    last_time, last_step = time.perf_counter(), step
-    nonfinite_in_a_row, skipped_steps = 0, 0
+    if is_main:
+        prepare_out_dir(args.out_dir)
+    train_set, val_set, data = open_data(args.data or (checkpoint or {}).get("data"), config, args.vocab_size is not None,
+                                         checkpoint, pretrained, args.skip_data_check, is_main, world)
+    model, optimizer, step = make_model(config, train, device, checkpoint, pretrained, is_main)
+    ddp_model, train_model, eval_model = wrap_model(model, device, world, args.compile)
+    loss_fn = loss_function(config.kernels, dtype, overwrite_logits=True)
+    batches = make_batches(train_set, train, step, checkpoint, rank, world)
+    eval_sets = {"train": train_set, "val": val_set}
+    eval_starts = fixed_eval_windows(eval_sets, train)
+    throughput = Throughput(step, train.batch_size * train.grad_accum * world * config.context_len,
+                            flops_per_token(model, config), (peak_flops(device, dtype, args.peak_flops) or 0) * world)
+    spikes = spike_guard(args.skip_spikes, checkpoint)
+    log = start_log(args, config, train, model, (train_set, val_set, data), world, dtype, device, step) if is_main else None
+    run = Run(os.path.join(args.out_dir, "ckpt.pt"), is_main, checkpoint, train.max_iters, log)
+    restore_rng(checkpoint, rank, device, train.seed)  # last thing before the loop: dropout's stream
     model.train()
-    stop = False
-    while step < args.max_iters and not stop:
-        lr = learning_rate_at(step, args)
+    while step < train.max_iters and not run.stopped:
+        lr = learning_rate_at(step, train)                               # 1. the learning rate
         for group in optimizer.param_groups:
             group["lr"] = lr
         step_loss = 0.0  # mean over the micro-batches of this step
-        for micro_step in range(args.grad_accum):
-            x, y = next(batches)  # (B, T), (B, T)
+        for micro_step in range(train.grad_accum):
+            x, y = next(batches)                                         # 2. a batch: (B, T), (B, T)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             # With accumulation, all-reduce the gradients once, on the last micro-batch.
-            sync = ddp_model is None or micro_step == args.grad_accum - 1
+            sync = ddp_model is None or micro_step == train.grad_accum - 1
             with contextlib.nullcontext() if sync else ddp_model.no_sync():
                 with autocast:
-                    logits = train_model(x)  # (B, T, V)
-                    loss = loss_fn(logits.view(-1, logits.size(-1)), y.view(-1))
-                scaler.scale(loss / args.grad_accum).backward()
-            step_loss += loss.detach().float() / args.grad_accum
-        scaler.unscale_(optimizer)
+                    logits = train_model(x)                              # 3. forward: (B, T, V)
+                    loss = loss_fn(logits.view(-1, logits.size(-1)), y.view(-1))  # 4. the loss
+                scaler.scale(loss / train.grad_accum).backward()         # 5. backward, accumulated
+            step_loss += loss.detach().float() / train.grad_accum
+        scaler.unscale_(optimizer)                                       # 6. clip, guard, update
         # the norm before clipping (--grad-clip 0: none); the same on every rank, as DDP averaged the gradients
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or math.inf)
-
-        # Guards: a step with a non-finite loss or gradient norm, or (--skip-spikes) a loss spike,
-        # is not applied. Every rank must decide alike: the gradient norm is the same on every
-        # rank (and a non-finite loss anywhere makes it non-finite), a rank's own loss is not, so
-        # under torchrun the loss counts only as its mean over the ranks: one small all-reduce
-        # per step, paid only where the loss must be looked at (--skip-spikes; float16, whose
-        # overflowing gradients are the GradScaler's to skip, so the norm cannot tell).
-        if world > 1 and not (spikes or scaler.is_enabled()):
-            loss_now, norm_now = None, grad_norm.item()
-        else:
-            mean_loss = step_loss if world == 1 else sum_over_ranks(step_loss, world) / world
-            loss_now, norm_now = torch.stack([mean_loss, grad_norm.float()]).tolist()  # one host sync
-        skip = None
-        if (loss_now is not None and not math.isfinite(loss_now)) or \
-                (not math.isfinite(norm_now) and not scaler.is_enabled()):
-            skip = "non-finite"
-        elif spikes and spikes.is_spike(loss_now):
-            skip = "spike"
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip or math.inf)
+        loss_now, norm_now, skip = guard(step_loss, grad_norm, spikes, scaler, world)
         if skip is None:
             scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        step += 1
-        bar.update(1)
-        nonfinite_in_a_row = nonfinite_in_a_row + 1 if skip == "non-finite" else 0
-        if skip:
-            skipped_steps += 1
-            if is_main:
-                loss_text = "" if loss_now is None else f"loss {loss_now:.4g}, "
-                bar.write(f"iter {step}: {skip} step ({loss_text}grad norm {norm_now:.4g}), not applied")
-                or_stop(log.write, {"iter": step, "skipped": skip, "grad_norm": norm_now,
-                                    **({} if loss_now is None else {"loss": loss_now})})
-        if nonfinite_in_a_row == args.max_nonfinite:
-            first = step - nonfinite_in_a_row + 1
-            where = f"iteration {step}" if first == step else f"iterations {first} to {step}"
-            stop_run(f"training diverged: the loss or gradient norm was not finite at {where} (--max-nonfinite "
-                     f"{args.max_nonfinite}), and those updates were not applied. Lower --learning-rate or "
-                     "--grad-clip", EXIT_DIVERGED)
-        if world == 1:
-            stop = bool(stop_requested)
-
-        if step % args.log_interval == 0 or step == args.max_iters:
-            # the one collective of a log step: the mean loss, and whether a rank got Ctrl-C
-            stop_flag = torch.tensor(float(bool(stop_requested)), device=device)
-            loss_sum, stop_votes = sum_over_ranks(torch.stack([step_loss, stop_flag]), world).tolist()
-            loss_value, stop = loss_sum / world, stop_votes > 0  # every rank stops at the same step
-            now = time.perf_counter()
-            tokens_per_s = (step - last_step) * tokens_per_step / (now - last_time)
-            last_time, last_step = now, step
-            if is_main:
-                record = {"iter": step, "train_loss": loss_value, "lr": lr, "tokens_per_s": tokens_per_s,
-                          "grad_norm": norm_now, "skipped_steps": skipped_steps}
-                postfix = dict(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", gnorm=f"{norm_now:.3g}",
-                               tok_s=f"{tokens_per_s:,.0f}")
-                if peak:
-                    record["mfu"] = model_flops * tokens_per_s / (peak * world)
-                    postfix["mfu"] = f"{100 * record['mfu']:.1f}%"
-                or_stop(log.write, record)
-                bar.set_postfix(postfix)
-        if is_main and (step % args.eval_interval == 0 or step == args.max_iters):
-            losses = evaluate(eval_model, {"train": train_set, "val": val_set}, eval_starts, loss_fn, device, autocast)
-            or_stop(log.write, {"iter": step, "eval_train_loss": losses["train"], "val_loss": losses["val"]})
-            bar.write(f"iter {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            last_time = time.perf_counter()  # evaluation time is not training throughput
-        if step % args.ckpt_interval == 0 or step == args.max_iters or stop:
-            # Never replace the last good checkpoint with weights that are not finite, or that just
-            # gave a non-finite loss (every rank holds the same weights: every rank decides alike).
-            if nonfinite_in_a_row:
-                if is_main:
-                    bar.write(f"iter {step}: no checkpoint after a non-finite step. {last_good()}")
-            elif not all_finite(model, optimizer):
-                stop_run(f"the weights are not finite at iteration {step}, so no checkpoint was written. "
-                         "Lower --learning-rate or --grad-clip", EXIT_DIVERGED)
-            else:
-                state = checkpoint_state()
-                if is_main:
-                    or_stop(save_checkpoint, ckpt_path, state)
-                saved_step = step
-            last_time = time.perf_counter()
-    bar.close()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    if world > 1:
-        dist.destroy_process_group()
-    if not is_main:
-        sys.exit(EXIT_INTERRUPTED if stop else 0)
-    log.close()
-    if stop:
-        print(f"interrupted at iteration {step}. {last_good()}")
-        sys.exit(EXIT_INTERRUPTED)
-    if step == 0 or (checkpoint and step == checkpoint["step"]):
-        print(f"nothing to do: the run is at iteration {step} of --iters {args.max_iters}")
-    try:
-        plot_losses(log.path, os.path.join(args.out_dir, "loss_curve.png"))
-    except WriteError as e:
-        raise RunStopped(f"{e}. Training completed. {last_good()}", EXIT_WRITE_FAILED) from None
-    print(f"\nsample (temperature {args.temperature}, top-k {args.top_k}, top-p {args.top_p}):\n")
-    print_sample(model, tokenizer_path, args, device)
+        step += 1                                                        # 7. log, evaluate, checkpoint
+        run.after_step(step, skip, loss_now, norm_now, args.max_nonfinite)
+        if step % train.log_interval == 0 or step == train.max_iters:
+            run.stopped = log_step(run, step, step_loss, lr, norm_now, run.skipped_steps, throughput, world, device)
+        if is_main and (step % train.eval_interval == 0 or step == train.max_iters):
+            losses = evaluate(eval_model, eval_sets, eval_starts, loss_fn, device, autocast)
+            run.record({"iter": step, "eval_train_loss": losses["train"], "val_loss": losses["val"]})
+            run.say(f"iter {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            throughput.pause()  # evaluation time is not training throughput
+        if step % train.ckpt_interval == 0 or step == train.max_iters or run.stopped:
+            run.checkpoint(step, lambda: state_of_ranks(model, optimizer, step, config, train, world, device, spikes,
+                                                        data), all_finite(model, optimizer))
+            throughput.pause()
+    run.finish(step, checkpoint, train.max_iters, world, os.path.join(args.out_dir, "loss_curve.png"))
+    print(f"\nsample (temperature {sampling.temperature}, top-k {sampling.top_k}, top-p {sampling.top_p}):\n")
+    print_sample(model, data.tokenizer, sampling, device)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (add_tag_argument, device_name, matmul_tflops, peak_memory_bytes, pick_device,  # noqa: E402
                     tagged, time_ms, write_results)
-from gpt_pretrain import GPT, GPTConfig, loss_function, make_optimizer  # noqa: E402
+from gpt_pretrain import GPT, GPTConfig, TrainConfig, loss_function, make_optimizer  # noqa: E402
 
 SHAPES = {
     "default": dict(config=GPTConfig(), batch_size=32),
@@ -53,12 +53,9 @@ def make_step(config, batch_size, device, dtype, compile_model):
     """A closure that runs one full training step, as gpt_pretrain.py's loop does."""
     torch.manual_seed(0)
     model = GPT(config).to(device)
-
-    class Args:
-        weight_decay, learning_rate = 0.1, 3e-4
-    optimizer = make_optimizer(model, Args, device)
+    optimizer = make_optimizer(model, TrainConfig(), device)
     train_model = torch.compile(model) if compile_model else model
-    loss_fn = loss_function(config.kernels)
+    loss_fn = loss_function(config.kernels, dtype, overwrite_logits=True)  # as the loop does
     x = torch.randint(0, config.vocab_size, (batch_size, config.context_len), device=device)
     y = torch.randint(0, config.vocab_size, (batch_size, config.context_len), device=device)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)

@@ -26,6 +26,7 @@ import numpy as np
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 MAGIC = {np.dtype(np.uint16): (20240520, 1), np.dtype(np.uint32): (20240801, 7)}
+MAX_SHARD_TOKENS = 2**31 - 1
 DTYPE_OF_MAGIC = {magic: dtype for dtype, (magic, _) in MAGIC.items()}
 
 
@@ -40,6 +41,9 @@ def token_dtype(vocab_size):
 
 def shard_header(num_tokens, dtype):
     """The 1024-byte header of a shard of num_tokens ids of dtype (uint16 or uint32)."""
+    if not 0 < num_tokens <= MAX_SHARD_TOKENS:
+        raise ShardError(f"a shard holds 1 to {MAX_SHARD_TOKENS:,} tokens (its header counts them in an "
+                         f"int32), not {num_tokens:,}: write more shards.")
     magic, version = MAGIC[np.dtype(dtype)]
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[:3] = magic, version, num_tokens

@@ -44,11 +44,12 @@ def gpu_peak_flops(name):
     return next((peak for pattern, peak in GPU_PEAK_FLOPS if re.search(pattern, name)), None)
 
 
-def warn_if_slow_on_cpu(model, config, args, device):
-    """The reference config needs a GPU: say so before the first step, not via a slow tqdm ETA."""
-    if device.type != "cpu" or args.preset:
+def warn_if_slow_on_cpu(model, config, train, device):
+    """The reference config needs a GPU: say so before the first step, not via a slow tqdm ETA.
+    train: the TrainConfig (batch_size, grad_accum, max_iters)."""
+    if device.type != "cpu":
         return
-    tokens = args.batch_size * args.grad_accum * config.context_len
+    tokens = train.batch_size * train.grad_accum * config.context_len
     flops = 6 * model.num_params() * tokens + 12 * config.n_layer * config.embed_dim * config.context_len * tokens
     a = torch.full((512, 512), 0.5)  # not randn: this must not move the RNG that dropout uses
     a @ a  # warm-up: the first product also starts the thread pool
@@ -56,8 +57,8 @@ def warn_if_slow_on_cpu(model, config, args, device):
     for _ in range(10):
         a @ a
     gemm_rate = 10 * 2 * 512**3 / (time.perf_counter() - t0)
-    seconds = flops / (0.6 * gemm_rate) * args.max_iters  # a full step runs at ~60% of sgemm speed
+    seconds = flops / (0.6 * gemm_rate) * train.max_iters  # a full step runs at ~60% of sgemm speed
     if seconds > 1800:
         print(f"Note: this config on this CPU takes roughly {flops / (0.6 * gemm_rate):.1f} s per iteration, "
-              f"about {seconds / 3600:.0f} hours for {args.max_iters} iterations. "
+              f"about {seconds / 3600:.0f} hours for {train.max_iters} iterations. "
               "`--preset cpu` trains a smaller model in about 5 minutes; a GPU runs this one in minutes.")

@@ -10,6 +10,7 @@ positions 0..context_len-1, every position moves, and nothing cached is valid: t
 run the full window, as the uncached loop does.
 """
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -87,27 +88,38 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=1.0,
     return idx
 
 
-def sample_text(model, tokenizer_path, args, device):
-    """Sample from the model and decode with the run's tokenizer (token ids without one);
-    seeded by args.seed, so the same seed gives the same text."""
+@dataclass
+class SampleConfig:
+    """What --sample (and the sample at the end of a run) draws: seeded, so the same seed gives the same text."""
+    prompt: str = ""
+    num_tokens: int = 300
+    temperature: float = 0.8
+    top_k: int = 50      # the k likeliest tokens (0: all)
+    top_p: float = 1.0   # then the fewest whose probabilities add up to p (1: off)
+    seed: int = 1337
+
+
+def sample_text(model, tokenizer_path, sampling, device):
+    """Sample from the model as SampleConfig says and decode with the run's tokenizer (token ids
+    without one)."""
     tokenizer = None
     if tokenizer_path and os.path.exists(tokenizer_path):
         from tokenizers import Tokenizer
         tokenizer = Tokenizer.from_file(tokenizer_path)
     if tokenizer:
         eot = tokenizer.token_to_id("<|endoftext|>")
-        prompt_ids = tokenizer.encode(args.prompt).ids if args.prompt else [eot if eot is not None else 0]
+        prompt_ids = tokenizer.encode(sampling.prompt).ids if sampling.prompt else [eot if eot is not None else 0]
     else:
         try:
-            prompt_ids = [int(t) for t in args.prompt.split()] if args.prompt else [0]
+            prompt_ids = [int(t) for t in sampling.prompt.split()] if sampling.prompt else [0]
         except ValueError:
-            raise ValueError(f"the prompt {args.prompt!r} is not token ids: this run has no tokenizer, so "
+            raise ValueError(f"the prompt {sampling.prompt!r} is not token ids: this run has no tokenizer, so "
                              "give space-separated ids, e.g. --prompt \"1 2 3\".") from None
     if not prompt_ids or max(prompt_ids) >= model.config.vocab_size or min(prompt_ids) < 0:
-        raise ValueError(f"the prompt {args.prompt!r} does not encode to ids below the vocab size.")
+        raise ValueError(f"the prompt {sampling.prompt!r} does not encode to ids below the vocab size.")
     idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    out = generate(model, idx, args.num_tokens, args.temperature, args.top_k, args.top_p, generator)[0].tolist()
+    generator = torch.Generator(device=device).manual_seed(sampling.seed)
+    out = generate(model, idx, sampling.num_tokens, sampling.temperature, sampling.top_k, sampling.top_p, generator)[0].tolist()
     if tokenizer:
         return tokenizer.decode(out, skip_special_tokens=False).replace("<|endoftext|>", "\n<|endoftext|>\n")
     return " ".join(map(str, out))

@@ -193,13 +193,15 @@ def test_resume_with_another_model_shape_is_refused(token_file, tmp_path):
 
 
 def test_preset_layers_between_defaults_and_flags():
-    from gpt_pretrain import PRESETS, parse_args, resolve_config
+    from gpt_pretrain import PRESETS, given_flags, parse_args, resolve_config
     args = parse_args(["--preset", "cpu", "--n-layer", "2"])
-    config = resolve_config(args, checkpoint=None)
+    config, train = resolve_config(given_flags(args), args.preset)
     assert config.context_len == PRESETS["cpu"]["context_len"] and config.embed_dim == PRESETS["cpu"]["embed_dim"]
     assert config.n_layer == 2  # an explicit flag beats the preset
-    assert args.max_iters == PRESETS["cpu"]["max_iters"] and args.learning_rate == PRESETS["cpu"]["learning_rate"]
+    assert train.max_iters == PRESETS["cpu"]["max_iters"] and train.learning_rate == PRESETS["cpu"]["learning_rate"]
     assert config.kernels == "torch" and config.vocab_size == 1000  # unset by the preset: the defaults
-    reference = resolve_config(parse_args([]), checkpoint=None)
+    assert train.weight_decay == 0.1 and train.seed == 1337
+    reference, reference_train = resolve_config(given_flags(parse_args([])))
+    assert (reference_train.batch_size, reference_train.learning_rate, reference_train.max_iters) == (32, 3e-4, 20000)
     assert (reference.context_len, reference.embed_dim, reference.n_head, reference.n_layer,
             reference.ff_dim, reference.dropout) == (256, 384, 6, 6, 1536, 0.1)

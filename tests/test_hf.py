@@ -326,8 +326,8 @@ def test_export_bad_input_gives_a_clear_error(tmp_path, dataset, case, message):
         checkpoint["model"] = GPT(GPTConfig(**{**asdict(config), "vocab_size": 100})).state_dict()
         checkpoint["tokenizer"] = str(dataset / "tokenizer.json")
     if checkpoint is not None:
-        from gpt_pretrain import TRAIN_DEFAULTS
-        checkpoint["train_args"] = dict(TRAIN_DEFAULTS)
+        from gpt_pretrain import TrainConfig
+        checkpoint["train_args"] = asdict(TrainConfig())
         torch.save(checkpoint, out / "ckpt.pt")
     expect_clear_error(["--out-dir", out, "--export-hf", target], message, in_a_process=case in IN_A_PROCESS)
 
