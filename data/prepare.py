@@ -51,6 +51,7 @@ import argparse
 import codecs
 import gzip
 import hashlib
+import io
 import json
 import os
 import queue
@@ -146,7 +147,8 @@ class TextDoc:
 
 class FileDoc:
     """A document that is the bytes [start, end) of a text file, read in blocks when encoded
-    (errors="replace": a stray non-UTF-8 byte should not stop the preparation of a corpus)."""
+    (errors="replace": a stray non-UTF-8 byte should not stop the preparation of a corpus;
+    newlines translated as by Path.read_text)."""
 
     def __init__(self, path, start=0, end=None):
         self.path, self.start = path, start
@@ -157,7 +159,8 @@ class FileDoc:
         return self.end <= self.start
 
     def blocks(self):
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # universal newlines (\r\n and \r read as \n), as Path.read_text does
+        decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8")(errors="replace"), True)
         with open(self.path, "rb") as f:
             f.seek(self.start)
             left = self.end - self.start
@@ -302,7 +305,7 @@ def parquet_docs(path, key_prefix, field, batch_rows=1024):
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
             or getattr(pa.types, "is_string_view", lambda _: False)(kind)):
         raise PrepareError(f"{path}: column {field!r} holds {kind}, not strings")
-    per_row = os.path.getsize(path) / max(1, parquet.metadata.num_rows)
+    size, rows = os.path.getsize(path), max(1, parquet.metadata.num_rows)
     row = 0
     try:
         with parquet:
@@ -311,7 +314,8 @@ def parquet_docs(path, key_prefix, field, batch_rows=1024):
                     row += 1
                     if text is None:
                         raise PrepareError(f"{path}, row {row}: column {field!r} is null, not a string")
-                    yield f"{key_prefix}{row}", TextDoc(text, per_row)
+                    # progress: the file's bytes spread over its rows, as integers summing to its size
+                    yield f"{key_prefix}{row}", TextDoc(text, size * row // rows - size * (row - 1) // rows)
     except PrepareError:
         raise
     except Exception as e:
