@@ -234,6 +234,10 @@ class TextFileSource(Source):
         self.description = str(path.resolve())
         if self.total == 0:
             raise PrepareError(f"the text in {path} is empty")
+        with open(path, "rb") as f:
+            if b"\0" in f.read(8192):
+                raise PrepareError(f"{path} is not a text file (it holds NUL bytes): give a text file, a "
+                                   f".jsonl / .jsonl.gz / .parquet file ({', '.join(DATA_SUFFIXES)}), or a folder")
 
     def docs(self):
         train, val = FileDoc(self.path).halves(1 - self.val_fraction)
@@ -496,7 +500,7 @@ def assigned(source, val_fraction):
 # ---------------------------------------------------------------- tokenizer
 
 def sample_texts(source, val_fraction, budget):
-    """Train text for the tokenizer, about budget characters of it: every train document where
+    """Train text for the tokenizer, about budget bytes (UTF-8) of it: every train document where
     the corpus fits, else a deterministic sample spread over it where its size is known (each
     document kept with probability budget / train size), else the first documents."""
     train_size = source.total * (1 - val_fraction) if source.total and source.unit == "B" else None
@@ -507,7 +511,7 @@ def sample_texts(source, val_fraction, budget):
             continue
         for piece, _ in doc.pieces():
             yield piece
-            taken += len(piece)
+            taken += len(piece) if piece.isascii() else len(piece.encode("utf-8"))
             if taken >= budget:
                 return
 
@@ -843,7 +847,7 @@ def main(argv=None):
     parser.add_argument("--vocab-size", type=int, default=None, help="ids of the trained tokenizer "
                         "(default 1000; not with --tokenizer)")
     parser.add_argument("--tokenizer-sample-bytes", type=size, default=100_000_000,
-                        help="train text to train the tokenizer on (default 100M)")
+                        help="bytes of train text to train the tokenizer on (default 100M)")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--shard-tokens", type=size, default=100_000_000,
                         help="tokens per shard file (default 100M)")

@@ -330,6 +330,7 @@ def make(path, content):
     (lambda p: (p / "empty").mkdir() or p / "empty", "no text files"),
     (lambda p: make(p / "blank.txt", ""), "empty"),
     (lambda p: make(p / "blank.jsonl", "\n\n"), "empty"),
+    (lambda p: make(p / "data.txt.gz", gzip.compress(b"text")), "data.txt.gz is not a text file"),
     (lambda p: make(p / "bad.jsonl", '{"text": "a"}\n{"text": oops}\n'),
      "bad.jsonl, line 2 is not valid JSON"),
     (lambda p: make(p / "list.jsonl", '["a"]\n'), "line 1 is a JSON list, not an object"),
@@ -384,3 +385,21 @@ def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         prepare_module.main(["--source", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_long_text_files_stream_in_blocks_and_pieces(tmp_path, monkeypatch):
+    """Files read in small blocks (multi-byte characters and \\r\\n split across them) and cut into
+    pieces decode back to their text, newlines translated as Path.read_text does."""
+    monkeypatch.setattr(prepare_module, "BLOCK_BYTES", 777)
+    monkeypatch.setattr(prepare_module.pieces, "__defaults__", (500,))
+    root = tmp_path / "texts"
+    root.mkdir()
+    texts = {f"f{i}.txt": "".join(f"línea {j} de {i}: ünïcödé ✓ text\r\n" for j in range(300 + 50 * i)) for i in range(4)}
+    for name, text in texts.items():
+        (root / name).write_bytes(text.encode("utf-8"))
+    meta = prepare(root, tmp_path / "ds", vocab_size=300)
+    docs = check_folder(tmp_path / "ds", meta)
+    assert sorted(docs["train"] + docs["val"]) == sorted(t.replace("\r\n", "\n") for t in texts.values())
+    meta = prepare(root / "f3.txt", tmp_path / "one", vocab_size=300)  # one file, split by position
+    docs = check_folder(tmp_path / "one", meta)
+    assert docs["train"][0] + docs["val"][0] == texts["f3.txt"].replace("\r\n", "\n")
