@@ -7,7 +7,7 @@
     python data/prepare.py --source shards/ --text-field content     # a folder of .jsonl/.parquet
     python data/prepare.py --hf-dataset roneneldan/TinyStories --out data/tinystories --vocab-size 8192
     python data/prepare.py --hf-dataset HuggingFaceFW/fineweb --hf-config sample-10BT \\
-        --tokenizer gpt2 --out data/fineweb10B       # GPT-2's tokenizer: uint16 shards, eot 50256
+        --tokenizer gpt2 --val-fraction 0.01 --out data/fineweb10B   # GPT-2's tokenizer, eot 50256
 
 Sources (--source, or --hf-dataset):
     a text file          one document, split into train / val by position at a line boundary
@@ -779,6 +779,11 @@ def prepare(source=None, out_dir=None, vocab_size=1000, val_fraction=0.1, *, tex
         elif not (target.exists() and os.path.samefile(given_path, target)):
             shutil.copyfile(given_path, target)
     eot, eot_id = end_token(tok, eot_token) if given is not None else (EOT, tok.token_to_id(EOT))
+    # Special tokens written in a document (a literal "<|endoftext|>") are encoded as the text
+    # they are, as tiktoken's encode_ordinary does: the end-of-text id only ends documents.
+    # (A setting of this tokenizer object only: the saved tokenizer.json does not have it.)
+    if hasattr(tok, "encode_special_tokens"):
+        tok.encode_special_tokens = True
     ids_size = max(tok.get_vocab(with_added_tokens=True).values()) + 1
     dtype = token_dtype(ids_size)
 

@@ -403,3 +403,10 @@ def test_long_text_files_stream_in_blocks_and_pieces(tmp_path, monkeypatch):
     meta = prepare(root / "f3.txt", tmp_path / "one", vocab_size=300)  # one file, split by position
     docs = check_folder(tmp_path / "one", meta)
     assert docs["train"][0] + docs["val"][0] == texts["f3.txt"].replace("\r\n", "\n")
+
+
+def test_literal_end_token_in_text_is_text(tmp_path):
+    docs = DOCS[:10] + ["a story that quotes <|endoftext|> in its text", "and </s> too"]
+    meta = prepare(write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "ds", vocab_size=300)
+    decoded = check_folder(tmp_path / "ds", meta)  # the eot id appears once per document only
+    assert sorted(decoded["train"] + decoded["val"]) == sorted(docs)
