@@ -241,7 +241,9 @@ setup(
     # tensorboard, wandb: only --logger tensorboard / wandb
     extras_require={"test": ["pytest", "matplotlib", "transformers", "safetensors", "tensorboard", "wandb"],
                     "plot": ["matplotlib"], "hf": ["transformers", "safetensors"],
-                    "logging": ["tensorboard", "wandb"]},
+                    "logging": ["tensorboard", "wandb"],
+                    # data/prepare.py: --hf-dataset (datasets) and .parquet sources (pyarrow)
+                    "data": ["datasets", "pyarrow"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": build_ext_class()},
 )

@@ -106,3 +106,77 @@ def largest_id(path, dtype, offset=0, count=None, chunk=1 << 24, progress=None):
             if progress:
                 progress(got)
     return largest
+
+
+def shard_name(split, index):
+    """The file name of a split's index-th shard: train_000000.bin, val_000003.bin, ..."""
+    return f"{split}_{index:06d}.bin"
+
+
+class ShardWriter:
+    """Streams one split's token ids into shards of at most shard_tokens ids each.
+
+    Each shard is written to NAME.tmp (a header with a count of 0 first), and on completion its
+    header's count is filled in, the file fsynced and renamed to NAME, so a shard that exists
+    under its own name is always complete. write(ids) takes any integer array; close() finishes
+    the last shard and returns the split's entry for meta.json's "splits"; abort() removes the
+    unfinished shard. Documents run on across shard boundaries, as in llm.c's shards."""
+
+    def __init__(self, out_dir, split, dtype, shard_tokens):
+        if shard_tokens < 1:
+            raise ValueError(f"shard_tokens must be at least 1, not {shard_tokens}")
+        self.out_dir, self.split, self.dtype = str(out_dir), split, np.dtype(dtype).newbyteorder("<")
+        self.shard_tokens = int(shard_tokens)
+        self.shards, self.file, self.count, self.max_id = [], None, 0, 0
+
+    def _tmp_path(self):
+        return os.path.join(self.out_dir, shard_name(self.split, len(self.shards)) + ".tmp")
+
+    def write(self, ids):
+        ids = np.asarray(ids)
+        while len(ids):
+            if self.file is None:
+                self.file = open(self._tmp_path(), "wb")
+                self.file.write(shard_header(0, self.dtype))
+                self.count, self.max_id = 0, 0
+            part, ids = ids[:self.shard_tokens - self.count], ids[self.shard_tokens - self.count:]
+            self.max_id = max(self.max_id, int(part.max()))
+            if self.max_id > np.iinfo(self.dtype).max:
+                raise ValueError(f"token id {self.max_id} does not fit the shards' {self.dtype.name}")
+            self.file.write(part.astype(self.dtype, copy=False).tobytes())
+            self.count += len(part)
+            if self.count == self.shard_tokens:
+                self._finish()
+
+    def _finish(self):
+        f, self.file = self.file, None
+        try:
+            f.seek(0)
+            f.write(shard_header(self.count, self.dtype))
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            f.close()
+        name = shard_name(self.split, len(self.shards))
+        os.replace(f.name, os.path.join(self.out_dir, name))
+        self.shards.append({"file": name, "tokens": self.count, "max_id": self.max_id})
+
+    def close(self):
+        """Finish the last shard; returns {"tokens", "max_id", "shards": [...]} for meta.json."""
+        if self.file is not None and self.count:
+            self._finish()
+        self.abort()
+        return {"tokens": sum(s["tokens"] for s in self.shards),
+                "max_id": max((s["max_id"] for s in self.shards), default=0),
+                "shards": list(self.shards)}
+
+    def abort(self):
+        """Close and remove the unfinished shard (finished ones stay)."""
+        if self.file is not None:
+            name = self.file.name
+            self.file.close()
+            self.file = None
+            try:
+                os.remove(name)
+            except FileNotFoundError:
+                pass
