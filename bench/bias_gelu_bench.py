@@ -24,6 +24,8 @@ import torch.nn.functional as F
 
 import common
 
+OP = "bias_gelu"  # torch.ops.gpt_kernels.bias_gelu; bench/run_all.sh finds this bench by it
+
 
 def providers(setting, kernels):
     """(name, fn) for gelu(x + bias) from x ("op") or from the layer's input ("linear"); None where

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 
 import common
 
+OP = "causal_attention"  # torch.ops.gpt_kernels.causal_attention; bench/run_all.sh finds this bench by it
+
 
 def explicit_attention(q, k, v, dropout_p):
     T = q.size(-2)
@@ -77,7 +79,7 @@ def main():
         shapes = [(32, 6, 256, 64)]
         if device.type == "cuda" and not args.quick:
             shapes += [(8, 12, 1024, 64), (4, 16, 2048, 128)]
-    reps = 3 if args.quick else (15 if device.type == "cpu" else 30)
+    reps = (3 if device.type == "cpu" else 30) if args.quick else (15 if device.type == "cpu" else 30)
     limits = ("matmul_tflops",) + (("copy_gbs",) if device.type == "cuda" else ())
     bench = common.Bench("causal_attention_bench", args, references=("sdpa", "explicit"), limits=limits,
                          rounds=reps, warmup=2, skip_errors=True)  # a backend that does not take a case

@@ -306,12 +306,13 @@ def markdown_table(rows, columns):
 
 
 def add_arguments(parser, providers=None, quick="fewer repeats, the default shape only"):
-    """The flags every op benchmark takes: --device, --quick, --threads, --no-write, --tag, and
-    --providers when a default list is given (the reference provider always runs)."""
+    """The flags every op benchmark takes: --device, --quick, --threads, --no-write, --no-compile,
+    --tag, and --providers when a default list is given (the reference provider always runs)."""
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     parser.add_argument("--quick", action="store_true", help=quick + " (results: <bench>_quick_<device>)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
+    parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile providers")
     if providers:
         parser.add_argument("--providers", default=providers, help=f"a subset of {providers}")
     add_tag_argument(parser)
@@ -333,6 +334,7 @@ class Bench:
             torch.set_num_threads(args.threads)
         self.name = tagged(name + ("_quick" if getattr(args, "quick", False) else ""), getattr(args, "tag", None))
         self.write_files = not getattr(args, "no_write", False)
+        self.no_compile = getattr(args, "no_compile", False)
         self.references = tuple(references)
         self.timing = {"rounds": rounds, "budget_s": budget_s, "warmup": warmup, "repeat": repeat,
                        "skip_errors": skip_errors}
@@ -344,10 +346,12 @@ class Bench:
         print(f"{name} on {device_name(self.device)}{': ' + limit_text if limit_text else ''}", flush=True)
 
     def wanted(self, providers, selection=None):
-        """providers: [(name, fn)] with fn None where it needs the missing extension; those, and
-        those not in the comma-separated selection (the references always are), are left out."""
+        """providers: [(name, fn)] with fn None where it needs the missing extension; those, those
+        not in the comma-separated selection (the references always are) and, with --no-compile,
+        those named compile*, are left out."""
         chosen = set(selection.split(",")) | set(self.references) if selection else None
-        return [(n, fn) for n, fn in providers if fn is not None and (chosen is None or n in chosen)]
+        return [(n, fn) for n, fn in providers if fn is not None and (chosen is None or n in chosen)
+                and not (self.no_compile and n.startswith("compile"))]
 
     def limit(self, key):
         if key not in self.limits:

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 
 import common
 
+OP = "dropout_add"  # torch.ops.gpt_kernels.dropout_add; bench/run_all.sh finds this bench by it
+
 P = 0.1
 
 

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 
 import common
 
+OP = "cross_entropy"  # torch.ops.gpt_kernels.cross_entropy; bench/run_all.sh finds this bench by it
+
 SHAPES = [(8192, 1000), (8192, 32000), (8192, 50257), (4096, 128256)]
 
 
