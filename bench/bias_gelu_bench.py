@@ -2,7 +2,7 @@
 
     python bench/bias_gelu_bench.py                # GPU when present, else CPU
     python bench/bias_gelu_bench.py --device cpu --quick        # 6 rounds instead of 20
-    python bench/bias_gelu_bench.py --providers torch,ours --tag eager      # no torch.compile; own file
+    python bench/bias_gelu_bench.py --no-compile --tag eager       # no torch.compile; own file
 
 The first MLP layer's activation, out = gelu(x + bias) (exact erf GELU), forward and
 forward+backward, in two settings:
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 import common
 
 OP = "bias_gelu"  # torch.ops.gpt_kernels.bias_gelu; bench/run_all.sh finds this bench by it
+REPS = {"cpu": (20, 6), "cuda": (100, 30)}  # timed rounds (op rows; linear: half): default, --quick
 
 
 def providers(setting, kernels):
@@ -47,11 +48,10 @@ def providers(setting, kernels):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    common.add_arguments(parser, providers="torch,compile,ours", quick="6 timed rounds (CPU; GPU: 30)")
-    parser.add_argument("--reps", type=int, default=None, help="timed rounds (default 20 CPU, 100 GPU; half for linear)")
+    common.add_arguments(parser, providers="torch,compile,ours", quick="fewer timed rounds", reps=REPS)
     args = parser.parse_args()
     device = common.pick_device(args.device)
-    reps = args.reps or ((6 if device.type == "cpu" else 30) if args.quick else (20 if device.type == "cpu" else 100))
+    reps = common.rounds(args, device, REPS)  # the linear rows: half as many, at least 5
     bench = common.Bench("bias_gelu_bench", args, limits=("copy_gbs",), rounds=reps, warmup=4)
     kernels = common.load_kernels()
     cases = [(32 * 256, 384, 1536, torch.float32)]  # rows, embed, hidden, dtype

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 import common
 
 OP = "causal_attention"  # torch.ops.gpt_kernels.causal_attention; bench/run_all.sh finds this bench by it
+REPS = {"cpu": (15, 3), "cuda": (30, 30)}  # timed rounds: default, --quick (the default shape only)
 
 
 def explicit_attention(q, k, v, dropout_p):
@@ -68,7 +69,7 @@ def causal_flops(B, H, T, D, mode):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    common.add_arguments(parser)
+    common.add_arguments(parser, reps=REPS)
     parser.add_argument("--shapes", default=None, help="e.g. 32x6x256x64,8x12x1024x64")
     args = parser.parse_args()
     device = common.pick_device(args.device)
@@ -79,7 +80,7 @@ def main():
         shapes = [(32, 6, 256, 64)]
         if device.type == "cuda" and not args.quick:
             shapes += [(8, 12, 1024, 64), (4, 16, 2048, 128)]
-    reps = (3 if device.type == "cpu" else 30) if args.quick else (15 if device.type == "cpu" else 30)
+    reps = common.rounds(args, device, REPS)
     limits = ("matmul_tflops",) + (("copy_gbs",) if device.type == "cuda" else ())
     bench = common.Bench("causal_attention_bench", args, references=("sdpa", "explicit"), limits=limits,
                          rounds=reps, warmup=2, skip_errors=True)  # a backend that does not take a case

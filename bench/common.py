@@ -305,9 +305,11 @@ def markdown_table(rows, columns):
     return "\n".join(lines)
 
 
-def add_arguments(parser, providers=None, quick="fewer repeats, the default shape only"):
+def add_arguments(parser, providers=None, quick="fewer repeats, the default shape only", reps=None):
     """The flags every op benchmark takes: --device, --quick, --threads, --no-write, --no-compile,
-    --tag, and --providers when a default list is given (the reference provider always runs)."""
+    --tag; --providers when a default list is given (the reference provider always runs); --reps
+    when reps, the timed rounds {"cpu": (default, quick), "cuda": (default, quick)}, is given
+    (rounds(args, device, reps) is then the number to use)."""
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     parser.add_argument("--quick", action="store_true", help=quick + " (results: <bench>_quick_<device>)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
@@ -315,7 +317,19 @@ def add_arguments(parser, providers=None, quick="fewer repeats, the default shap
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile providers")
     if providers:
         parser.add_argument("--providers", default=providers, help=f"a subset of {providers}")
+    if reps:
+        text = ", ".join(f"{d} {full} ({q} with --quick)" for d, (full, q) in reps.items())
+        parser.add_argument("--reps", type=int, default=None, help=f"timed rounds (default: {text})")
     add_tag_argument(parser)
+
+
+def rounds(args, device, reps):
+    """The timed rounds for this run: --reps, else reps' default for the device (its quick entry
+    with --quick)."""
+    if getattr(args, "reps", None):
+        return args.reps
+    full, quick = reps[torch.device(device).type]
+    return quick if args.quick else full
 
 
 class Bench:

@@ -2,7 +2,7 @@
 
     python bench/dropout_add_bench.py                # GPU when present, else CPU
     python bench/dropout_add_bench.py --device cpu --quick       # 10 rounds instead of 30
-    python bench/dropout_add_bench.py --providers torch,ours --tag eager   # no torch.compile; own file
+    python bench/dropout_add_bench.py --no-compile --tag eager    # no torch.compile; own file
 
 out = residual + dropout(x, p), p = 0.1, forward and forward+backward, for: torch eager
 (`residual + F.dropout(x, p)`, as the model's PyTorch path writes it), the same under
@@ -24,6 +24,7 @@ import common
 OP = "dropout_add"  # torch.ops.gpt_kernels.dropout_add; bench/run_all.sh finds this bench by it
 
 P = 0.1
+REPS = {"cpu": (30, 10), "cuda": (100, 30)}  # timed rounds: default, --quick
 
 
 def providers(kernels):
@@ -36,12 +37,11 @@ def providers(kernels):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    common.add_arguments(parser, providers="torch,compile,ours", quick="10 timed rounds (CPU; GPU: 30)")
-    parser.add_argument("--reps", type=int, default=None, help="timed rounds (default 30 CPU, 100 GPU)")
+    common.add_arguments(parser, providers="torch,compile,ours", quick="fewer timed rounds", reps=REPS)
     args = parser.parse_args()
     device = common.pick_device(args.device)
-    reps = args.reps or ((10 if device.type == "cpu" else 30) if args.quick else (30 if device.type == "cpu" else 100))
-    bench = common.Bench("dropout_add_bench", args, limits=("copy_gbs",), rounds=reps, warmup=4)
+    bench = common.Bench("dropout_add_bench", args, limits=("copy_gbs",), rounds=common.rounds(args, device, REPS),
+                         warmup=4)
     fns = bench.wanted(providers(common.load_kernels()), args.providers)
     cases = [((32, 256, 384), torch.float32, torch.float32)]
     if device.type == "cuda":
