@@ -99,7 +99,7 @@ def main():
     bench.write(notes="Causal FLOPs: forward 2*B*H*T*T*D, backward 2.5x forward. `sdpa` is torch's own "
                       "backend choice (on the CPU with dropout > 0 it falls back to the math path). "
                       f"{'CPU: fp32' if device.type == 'cpu' else 'CUDA: bf16'}.",
-                headers={"shape": "B x H x T x D", "dropout": "p"})
+                headers={"shape": "B x H x T x D", "dropout": ("p", "{:.1f}")})
 
 
 if __name__ == "__main__":

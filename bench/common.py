@@ -432,9 +432,12 @@ class Bench:
         return text
 
     def columns(self, headers):
-        """The table's columns: the labels (headers: {key: header}), the provider, then the
-        metrics any row has."""
-        cols = [(k, headers.get(k, k), "{:.1f}" if k == "dropout" else "") for k in self.label_keys]
+        """The table's columns: the labels (headers: {key: header or (header, format)}), the
+        provider, then the metrics any row has."""
+        def label(key):
+            header = headers.get(key, key)
+            return (key,) + (tuple(header) if isinstance(header, tuple) else (header, ""))
+        cols = [label(k) for k in self.label_keys]
         cols += [("provider", "provider", ""), ("ms", "median ms", "{:.3f}")]
         have = set().union(*self.rows) if self.rows else set()
         metrics = [("gbs", "eff. GB/s", "{:.1f}"), ("copy_frac", "of copy bw", "{:.1%}"),
@@ -445,7 +448,8 @@ class Bench:
         return cols + [m for m in metrics if m[0] in have]
 
     def write(self, notes="", headers=None):
-        """Print the table and, unless --no-write, write it to bench/results (write_results)."""
+        """Print the table and, unless --no-write, write it to bench/results (write_results);
+        headers: the label columns' headers (see columns)."""
         timing = self.timing
         how = ("CUDA events around each repeat, the L2 cache flushed before it"
                if self.device.type == "cuda" else "perf_counter around each repeat")
@@ -454,7 +458,7 @@ class Bench:
                   if timing["repeat"] == "auto" else "")
         notes = (notes + "\n\n" if notes else "") + (
             f"Timing: median of {rounds} rounds interleaved across providers (A, B, C, A, B, C, ...)"
-            f"{repeat}, after {max(1, timing['warmup'])} untimed calls each; {how}. "
+            f"{repeat}, after {max(1, timing["warmup"])} untimed call(s) each; {how}. "
             f"Speed-ups (vs ...) are same-run ratios of those medians.")
         columns = self.columns(headers or {})
         if self.write_files:
