@@ -458,7 +458,7 @@ class Bench:
                   if timing["repeat"] == "auto" else "")
         notes = (notes + "\n\n" if notes else "") + (
             f"Timing: median of {rounds} rounds interleaved across providers (A, B, C, A, B, C, ...)"
-            f"{repeat}, after {max(1, timing["warmup"])} untimed call(s) each; {how}. "
+            f"{repeat}, after {max(1, timing['warmup'])} untimed call(s) each; {how}. "
             f"Speed-ups (vs ...) are same-run ratios of those medians.")
         columns = self.columns(headers or {})
         if self.write_files:
