@@ -65,7 +65,12 @@ def find_tool(name, cuda_home):
 
 
 def find_cuda_home():
-    """The toolkit folder, as setup.py finds it (CUDA_HOME, nvcc on PATH through a wrapper, /usr/local/cuda)."""
+    """The toolkit folder, as setup.py finds it (CUDA_HOME, nvcc on PATH through a wrapper, /usr/local/cuda).
+
+    A copy of setup.py's find_cuda_home: setup.py calls setup() when imported, so it cannot be
+    imported from here, and moving the function into a module both import would put a new file
+    on the build's path (pip builds through tools/build_backend.py; an sdist must carry it). Keep
+    the two alike."""
     def is_toolkit(path):
         return bool(path) and os.path.exists(os.path.join(path, "bin", "nvcc")) \
             and os.path.exists(os.path.join(path, "include", "cuda_runtime.h"))

@@ -8,10 +8,13 @@
 #                at once (a fault in one op hides nothing of the others); then memcheck_* and
 #                racecheck_* (compute-sanitizer on each at its --tiny shapes, where the tool
 #                works: "n/a" where it does not), in parallel with
-#   4 cuda_tests the tests marked cuda, only: python -m pytest -m cuda -q -rs -x --maxfail=25 tests/
-#   5 bench_*    loss and attention at the default shape, the training step torch vs ext, the
-#                dropout and GELU ops, all without torch.compile; then the compile variants; then
-#                the large shapes (T = 2048 attention, GPT-2 small, the (8192, 50257) loss)
+#   4 cuda_tests the tests marked cuda, only: python -m pytest -m cuda -q -rs -x --maxfail=25 on
+#                tests/test_<op>.py for each op first, then the other tests/test_*.py
+#   5 bench_*    the training step torch vs ext and bench_<op>, each op's benchmark at its default
+#                shape, all without torch.compile; then the compile variants (bench_<op>_compile);
+#                then the large shapes (T = 2048 attention, GPT-2 small, the (8192, 50257) loss)
+# The ops are found by convention: bench/smoke/<op>.py, tests/test_<op>.py, and the bench script
+# that declares OP = "<op>" (bench/<op>_bench.py; loss_bench.py for cross_entropy).
 #
 #   bash bench/run_all.sh                 # everything, under RUN_ALL_BUDGET_S (default 360 s)
 #   bash bench/run_all.sh --dry-run       # the plan: stages, expected seconds, caps; runs nothing
@@ -65,7 +68,24 @@ case $DEVICE in cuda|cpu) ;; *) echo "run_all.sh: RUN_ALL_DEVICE must be cuda or
 RESERVE=10  # kept at the end for the summary and the tarball
 LOGS=${RUN_ALL_LOGS:-bench/results/logs}
 STATE=$LOGS/state.tsv
-OPS="cross_entropy causal_attention dropout_add bias_gelu"
+# The ops, by convention: every bench/smoke/<op>.py (harness.py is their plumbing). Each op's
+# tests are tests/test_<op>.py and its benchmark is the bench/*_bench.py that declares OP = "<op>"
+# (bench/<op>_bench.py; cross_entropy's is loss_bench.py, by its users' name).
+OPS=$(for f in bench/smoke/*.py; do b=$(basename "$f" .py); [ "$b" = harness ] || echo "$b"; done | paste -sd' ' -)
+test_of() {  # test_of OP: the op's test file; until tests/test_attention.py is renamed, the one
+  # named after the op less its first word (causal_attention -> test_attention.py)
+  local f
+  for f in "tests/test_$1.py" "tests/test_${1#*_}.py"; do [ -f "$f" ] && { echo "$f"; return; }; done
+}
+bench_of() { grep -l "^OP = \"$1\"" bench/*_bench.py 2>/dev/null | head -n1; }
+OP_TESTS=""
+for op in $OPS; do
+  t=$(test_of "$op")
+  if [ -n "$t" ]; then OP_TESTS="$OP_TESTS $t"; else echo "run_all.sh: no tests/test_$op.py for op $op" >&2; fi
+done
+# the op tests first (with -x they fail first), then every other test file
+OTHER_TESTS=$(for f in tests/test_*.py; do case " $OP_TESTS " in *" $f "*) ;; *) printf ' %s' "$f" ;; esac; done)
+export OP_TESTS OTHER_TESTS
 NPROC=$(nproc 2>/dev/null || echo 4)
 
 # --- the plan: name, expected seconds on an H200, cap, parallel group ("" = alone), command ---
@@ -83,18 +103,21 @@ for op in $OPS; do
   add "racecheck_$op" 45 120 checks "stage_sanitizer racecheck $op"
 done
 add cuda_tests 120 180 checks 'stage_cuda_tests'
-add bench_loss 20 60 "" '"$PY" bench/loss_bench.py --device $DEVICE --quick --providers torch,ours,ours-inplace --tag eager'
-add bench_attn 25 60 "" '"$PY" bench/attn_bench.py --device $DEVICE --shapes 32x6x256x64 --tag default'
+# the training step torch vs ext and every op's benchmark at its default shape, without
+# torch.compile (--quick --no-compile); then the compile variants; then the large shapes
 add bench_train 35 90 "" '"$PY" bench/train_bench.py --device $DEVICE --shapes default --variants torch ext --tag eager'
-add bench_dropout 20 60 "" '"$PY" bench/dropout_bench.py --device $DEVICE --providers torch,ours --tag eager'
-add bench_gelu 20 60 "" '"$PY" bench/gelu_bench.py --device $DEVICE --providers torch,ours --tag eager'
+for op in $OPS; do
+  b=$(bench_of "$op")
+  [ -n "$b" ] && add "bench_$op" 20 60 "" "\"\$PY\" $b --device \$DEVICE --quick --no-compile --tag eager"
+done
 add bench_train_compile 90 150 "" '"$PY" bench/train_bench.py --device $DEVICE --shapes default'
-add bench_loss_compile 60 120 "" '"$PY" bench/loss_bench.py --device $DEVICE --quick'
-add bench_dropout_compile 45 90 "" '"$PY" bench/dropout_bench.py --device $DEVICE'
-add bench_gelu_compile 45 90 "" '"$PY" bench/gelu_bench.py --device $DEVICE'
-add bench_attn_large 60 120 "" '"$PY" bench/attn_bench.py --device $DEVICE'
+for op in $OPS; do
+  b=$(bench_of "$op")
+  [ -n "$b" ] && grep -q "torch.compile" "$b" && add "bench_${op}_compile" 60 120 "" "\"\$PY\" $b --device \$DEVICE --quick"
+done
+add bench_causal_attention_large 60 120 "" '"$PY" bench/causal_attention_bench.py --device $DEVICE'
 add bench_train_gpt2 150 240 "" '"$PY" bench/train_bench.py --device $DEVICE --shapes gpt2-small'
-add bench_loss_large 90 150 "" '"$PY" bench/loss_bench.py --device $DEVICE --shapes 8192x50257 --tag 8192x50257'
+add bench_cross_entropy_large 90 150 "" '"$PY" bench/loss_bench.py --device $DEVICE --shapes 8192x50257 --tag 8192x50257'
 
 # --- what the stages run (exported: the stage commands run in a child bash under timeout) ---
 stage_build() {
@@ -124,8 +147,8 @@ stage_cuda_tests() {
   if "$PY" -c "import pytest_timeout" 2>/dev/null; then extra=(--timeout=90 --timeout-method=thread); fi
   # -x and then --maxfail=25: the later wins, so pytest stops after 25 failures, not the first.
   # RUN_ALL_PYTEST_ARGS: more options (e.g. "-n 4" where pytest-xdist is installed), never a selection
-  # shellcheck disable=SC2086
-  CUDA_LAUNCH_BLOCKING=1 "$PY" -m pytest -m cuda -q -rs -x --maxfail=25 tests/ "${extra[@]}" ${RUN_ALL_PYTEST_ARGS:-}
+  # shellcheck disable=SC2086  # OP_TESTS, OTHER_TESTS: lists of files (tests/test_<op>.py first)
+  CUDA_LAUNCH_BLOCKING=1 "$PY" -m pytest -m cuda -q -rs -x --maxfail=25 $OP_TESTS $OTHER_TESTS "${extra[@]}" ${RUN_ALL_PYTEST_ARGS:-}
 }
 export -f stage_build stage_sanitizer stage_cuda_tests
 

@@ -10,18 +10,13 @@ other work slows both alike); tokens/s is the median over the rounds. Results go
 bench/results/sample_bench_<device>.json and .md.
 """
 import argparse
-import os
 import statistics
-import sys
-import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import pick_device, sync, write_results  # noqa: E402
-from gpt_pretrain import GPT, GPTConfig  # noqa: E402
-from support.sampling import generate  # noqa: E402
+import common
+from gpt_pretrain import GPT, GPTConfig
+from support.sampling import generate
 
 
 def main():
@@ -31,27 +26,23 @@ def main():
     p.add_argument("--prompt-len", type=int, default=4, help="a short prompt (default 4 tokens)")
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
-    device = pick_device(args.device)
+    device = common.pick_device(args.device)
     torch.manual_seed(0)
     config = GPTConfig()
     model = GPT(config).to(device).eval()
     prompt = torch.randint(0, config.vocab_size, (1, args.prompt_len), device=device)
 
-    def run(kv_cache):
-        sync(device)
-        start = time.perf_counter()
-        out = generate(model, prompt, args.new_tokens, temperature=0.0, kv_cache=kv_cache)
-        sync(device)
-        return out, args.new_tokens / (time.perf_counter() - start)
+    outputs = {}
 
-    run(True), run(False)  # warm-up
-    rates = {True: [], False: []}
-    for _ in range(args.rounds):
-        uncached_tokens, rate = run(kv_cache=False)
-        rates[False].append(rate)
-        cached_tokens, rate = run(kv_cache=True)
-        rates[True].append(rate)
-        assert torch.equal(cached_tokens, uncached_tokens), "the KV cache changed the greedy tokens"
+    def path(kv_cache):
+        def run():
+            outputs[kv_cache] = generate(model, prompt, args.new_tokens, temperature=0.0, kv_cache=kv_cache)
+        return run
+
+    # uncached and cached alternate (after one untimed call each): a load change hits both alike
+    _, info = common.round_robin_ms({False: path(False), True: path(True)}, device, rounds=args.rounds)
+    assert torch.equal(outputs[True], outputs[False]), "the KV cache changed the greedy tokens"
+    rates = {k: [args.new_tokens / (ms * 1e-3) for ms in times] for k, times in info["times"].items()}
     cached, uncached = statistics.median(rates[True]), statistics.median(rates[False])
     rows = [{"path": "uncached (the whole prefix every token)", "tokens_per_s": uncached, "speedup": 1.0},
             {"path": "KV cache", "tokens_per_s": cached, "speedup": cached / uncached}]
@@ -63,7 +54,7 @@ def main():
              f"context ({config.context_len - args.prompt_len} new tokens in), the cached path runs the "
              "full window, as the uncached one does. Per round, cached/uncached: "
              + ", ".join(f"{c / u:.2f}x" for c, u in zip(rates[True], rates[False])) + ".")
-    write_results("sample_bench", device, rows, columns, {}, notes)
+    common.write_results("sample_bench", device, rows, columns, {}, notes)
 
 
 if __name__ == "__main__":

@@ -14,17 +14,12 @@ train_bench_<device>.json and .md (with --shapes, --batch-size or --dropout in t
 when given, e.g. train_bench_gpt2-small_<device>, train_bench_b8_<device>).
 """
 import argparse
-import os
-import statistics
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (add_tag_argument, device_name, matmul_tflops, peak_memory_bytes, pick_device,  # noqa: E402
-                    tagged, time_ms, write_results)
-from gpt_pretrain import GPT, GPTConfig, TrainConfig, loss_function, make_optimizer  # noqa: E402
+import common
+from common import add_tag_argument, device_name, matmul_tflops, peak_memory_bytes, pick_device, tagged, write_results
+from gpt_pretrain import GPT, GPTConfig, TrainConfig, loss_function, make_optimizer
 
 SHAPES = {
     "default": dict(config=GPTConfig(), batch_size=32),
@@ -33,14 +28,6 @@ SHAPES = {
 }
 # Dense bf16 tensor-core peaks from the datasheets (no sparsity), for MFU's usual definition.
 DATASHEET_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
-
-
-def ext_available():
-    try:
-        import gpt_kernels  # noqa: F401
-        return hasattr(torch.ops.gpt_kernels, "cross_entropy") and hasattr(torch.ops.gpt_kernels, "causal_attention")
-    except ImportError:
-        return False
 
 
 def flops_per_token(config):
@@ -89,7 +76,7 @@ def main():
     dtype = torch.bfloat16 if on_gpu else torch.float32
     steps = args.steps or (20 if on_gpu else 5)
     shapes = args.shapes or (["default", "gpt2-small"] if on_gpu else ["default"])
-    have_ext = ext_available()
+    have_ext = common.load_kernels() is not None
 
     if args.profile:
         spec = SHAPES[shapes[0]]
@@ -114,23 +101,20 @@ def main():
         configs, step_fns = {}, {}
         for variant in args.variants:
             kernels = variant.split("+")[0]
-            if kernels == "ext" and not have_ext:
-                print(f"skipping {variant}: the extension is not built (pip install -e .)")
+            if kernels == "ext" and not have_ext:  # load_kernels said why
+                print(f"skipping {variant}")
                 continue
             configs[variant] = GPTConfig(**{**spec["config"].__dict__, "kernels": kernels,
                                             **({"dropout": args.dropout} if args.dropout is not None else {})})
             step_fns[variant] = make_step(configs[variant], batch_size, device, dtype, "compile" in variant)
-            time_ms(step_fns[variant], device, warmup=args.warmup, reps=1)  # warm-up (and compile)
         # Timed in rounds, one step of each variant per round, so that a shared machine whose
-        # load changes during the run slows every variant alike and same-run ratios hold.
-        times = {variant: [] for variant in step_fns}
-        for _ in range(steps):
-            for variant, step in step_fns.items():
-                times[variant].append(time_ms(step, device, warmup=0, reps=1))
+        # load changes during the run slows every variant alike and same-run ratios hold; each
+        # variant first runs warmup + 1 untimed steps (compiles).
+        medians, _ = common.round_robin_ms(step_fns, device, rounds=steps, warmup=args.warmup + 1)
         torch_tokens_per_s = None
         for variant, step in step_fns.items():
             config = configs[variant]
-            ms = statistics.median(times[variant])
+            ms = medians[variant]
             peak = peak_memory_bytes(step, device)
             tokens_per_s = batch_size * config.context_len / (ms * 1e-3)
             if variant == "torch":

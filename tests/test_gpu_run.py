@@ -17,7 +17,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "bench", "smoke")
-OPS = ["cross_entropy", "causal_attention", "dropout_add", "bias_gelu"]
+OPS = ["bias_gelu", "causal_attention", "cross_entropy", "dropout_add"]  # run_all.sh finds them (bench/smoke/<op>.py) in name order
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
                                 reason="bash and timeout (coreutils) are needed for run_all.sh")
 
