@@ -20,6 +20,11 @@ from . import _C  # noqa: F401  (the schemas and kernels)
 
 _lib = "gpt_kernels::"
 
+# The dtypes of x (and bias: the same) the kernels take on each device (csrc/bias_gelu.cpp,
+# csrc/cuda/bias_gelu_launcher.cpp), and the forms of GELU (csrc/bias_gelu.h).
+DTYPES = {device: (torch.float32, torch.bfloat16, torch.float16, torch.float64) for device in ("cpu", "cuda")}
+APPROXIMATE = ("none", "tanh")
+
 
 @torch.library.register_fake(_lib + "bias_gelu")
 def _forward_fake(x, bias, approximate="none"):

@@ -22,6 +22,12 @@ from . import _C  # noqa: F401  (the schemas and kernels)
 
 _lib = "gpt_kernels::"
 
+# What the kernels take (csrc/causal_attention_checks.h, csrc/causal_attention.cpp,
+# csrc/cuda/causal_attention.cpp); tests/test_causal_attention.py holds them to the kernels.
+HEAD_SIZES = (32, 64, 128)  # D = embed_dim / n_head
+DTYPES = {"cpu": (torch.float32, torch.float64),   # of q, k, v (qkv)
+          "cuda": (torch.bfloat16, torch.float16)}  # under CUDA autocast float32 is cast to bf16
+
 
 @torch.library.register_fake(_lib + "causal_attention_forward")
 def _forward_fake(q, k, v, dropout_p, scale, seed=None):

@@ -15,6 +15,10 @@ from . import _C  # noqa: F401  (the schemas and kernels)
 
 _lib = "gpt_kernels::"
 
+# The dtypes of x the kernels take on each device (csrc/dropout_add.cpp, csrc/cuda/dropout_add_launcher.cpp);
+# residual has x's dtype, or float32 with a bfloat16/float16 x (csrc/dropout_add.h).
+DTYPES = {device: (torch.float32, torch.bfloat16, torch.float16, torch.float64) for device in ("cpu", "cuda")}
+
 
 @torch.library.register_fake(_lib + "dropout_add_forward")
 def _forward_fake(x, residual, p, seed=None):
