@@ -17,6 +17,7 @@ back to the float32 parameter through that cast.
 import torch
 
 from . import _C  # noqa: F401  (the schemas and kernels)
+from ._registration import refuse_double_backward
 
 _lib = "gpt_kernels::"
 
@@ -53,11 +54,4 @@ def _backward(ctx, grad_out):
 
 
 torch.library.register_autograd(_lib + "bias_gelu", _backward, setup_context=_setup_context)
-
-def _double_backward(ctx, *grads):
-    raise NotImplementedError("gpt_kernels.bias_gelu: double backward (gradients of gradients) "
-                              "is not supported")
-
-
-torch.library.register_autograd(_lib + "bias_gelu_backward", _double_backward,
-                                setup_context=lambda ctx, inputs, output: None)
+refuse_double_backward("bias_gelu", "bias_gelu_backward")

@@ -19,6 +19,7 @@ On the CPU the kernel takes fp32 (and fp64).
 import torch
 
 from . import _C  # noqa: F401  (the schemas and kernels)
+from ._registration import refuse_double_backward
 
 _lib = "gpt_kernels::"
 
@@ -103,12 +104,4 @@ if hasattr(torch.library, "register_autocast"):
     torch.library.register_autocast(_lib + "causal_attention_qkv_forward", "cuda", torch.bfloat16)
 
 
-def _double_backward(ctx, *grads):
-    raise NotImplementedError("gpt_kernels.causal_attention: double backward (gradients of "
-                              "gradients) is not supported")
-
-
-torch.library.register_autograd(_lib + "causal_attention_backward", _double_backward,
-                                setup_context=lambda ctx, inputs, output: None)
-torch.library.register_autograd(_lib + "causal_attention_qkv_backward", _double_backward,
-                                setup_context=lambda ctx, inputs, output: None)
+refuse_double_backward("causal_attention", "causal_attention_backward", "causal_attention_qkv_backward")

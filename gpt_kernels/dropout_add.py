@@ -12,6 +12,7 @@ call is 16 bytes instead of a mask the size of x. The residual's gradient is gra
 import torch
 
 from . import _C  # noqa: F401  (the schemas and kernels)
+from ._registration import refuse_double_backward
 
 _lib = "gpt_kernels::"
 
@@ -49,12 +50,4 @@ def _backward(ctx, grad_out, _grad_rng_state):
 
 
 torch.library.register_autograd(_lib + "dropout_add_forward", _backward, setup_context=_setup_context)
-
-
-def _double_backward(ctx, *grads):
-    raise NotImplementedError("gpt_kernels.dropout_add: double backward (gradients of gradients) "
-                              "is not supported")
-
-
-torch.library.register_autograd(_lib + "dropout_add_backward", _double_backward,
-                                setup_context=lambda ctx, inputs, output: None)
+refuse_double_backward("dropout_add", "dropout_add_backward")

@@ -7,9 +7,12 @@ own inputs and keeps only what is particular to its op.
   device argument is decorated @pytest.mark.cuda)
 - the op's registration: check_opcheck (torch.library.opcheck), check_compile_matches (one
   fullgraph torch.compile agrees with eager, forward and gradients)
-- its gradient: check_gradcheck (torch.autograd.gradcheck in float64)
+- its gradient: check_gradcheck (torch.autograd.gradcheck in float64), check_no_double_backward
+  (gradients of gradients raise a clear error)
 - its devices: cpu_and_cuda_outputs / check_cpu_and_cuda_agree (the same inputs on both)
 - bad input: check_errors (each case raises RuntimeError with its message)
+- what it states it takes: check_takes_exactly (its module's DTYPES, which gpt_kernels.unsupported()
+  answers from)
 
 No gpt_kernels import here: the op files import it (tests/conftest.py finds the files that need
 the extension by the text "import gpt_kernels").
@@ -114,3 +117,13 @@ def check_takes_exactly(dtypes, run):
         else:
             with pytest.raises(RuntimeError):
                 run(dtype)
+
+
+def check_no_double_backward(op, fn, *inputs):
+    """Gradients of gradients of fn (create_graph=True, then a second backward) raise the clear
+    NotImplementedError of gpt_kernels/_registration.py, naming `op`."""
+    out = fn(*inputs)
+    upstream = torch.randn_like(out, requires_grad=True)  # so the backward op is recorded
+    grads = torch.autograd.grad(out, inputs, upstream, create_graph=True)
+    with pytest.raises(NotImplementedError, match=f"gpt_kernels.{op}: double backward .* is not supported"):
+        sum(g.sum() for g in grads).backward()

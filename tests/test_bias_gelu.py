@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 import gpt_kernels
 from op_checks import DEVICES, check_compile_matches, check_cpu_and_cuda_agree, check_errors, check_gradcheck, \
-    check_opcheck, check_takes_exactly, cuda_cases
+    check_no_double_backward, check_opcheck, check_takes_exactly, cuda_cases
 
 ops = torch.ops.gpt_kernels
 # every (device, dtype) the kernels take (gpt_kernels.bias_gelu.DTYPES), in this order
@@ -240,6 +240,13 @@ def test_gradcheck_float64(approximate):
     x = torch.randn(5, 11, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(11, dtype=torch.float64, requires_grad=True)
     check_gradcheck(lambda x, b: ops.bias_gelu(x, b, approximate), x, bias)
+
+
+@pytest.mark.parametrize("approximate", APPROXIMATE)
+def test_double_backward_is_refused_clearly(approximate):
+    check_no_double_backward("bias_gelu", lambda x, b: ops.bias_gelu(x, b, approximate),
+                             torch.randn(5, 11, dtype=torch.float64, requires_grad=True),
+                             torch.randn(11, dtype=torch.float64, requires_grad=True))
 
 
 @pytest.mark.parametrize("device", DEVICES)

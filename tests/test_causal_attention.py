@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import gpt_kernels  # noqa: F401
-from op_checks import (DEVICES, check_compile_matches, check_errors, check_gradcheck, check_opcheck,
-                       check_takes_exactly, cpu_and_cuda_outputs, cuda_cases)
+from op_checks import (DEVICES, check_compile_matches, check_errors, check_gradcheck, check_no_double_backward,
+                       check_opcheck, check_takes_exactly, cpu_and_cuda_outputs, cuda_cases)
 
 ops = torch.ops.gpt_kernels
 # (device, dtype) pairs the kernels support
@@ -117,6 +117,13 @@ def test_gradcheck_float64(p):
     check_gradcheck(fn, q, k, v)
     q, k, v = make_qkv(2, 1, 70, 32, "cpu", torch.float64, seed=1)
     check_gradcheck(fn, q, k, v, fast_mode=True)
+
+
+def test_double_backward_is_refused_clearly():
+    check_no_double_backward("causal_attention", lambda q, k, v: ops.causal_attention(q, k, v, 0.2),
+                             *make_qkv(1, 2, 9, 32, "cpu", torch.float64))
+    check_no_double_backward("causal_attention", lambda qkv: ops.causal_attention_qkv(qkv, 2, 0.2),
+                             torch.randn(1, 9, 3 * 64, dtype=torch.float64, requires_grad=True))
 
 
 @pytest.mark.parametrize("device", DEVICES)

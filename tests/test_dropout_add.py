@@ -17,7 +17,7 @@ import torch
 
 import gpt_kernels
 from op_checks import DEVICES, check_compile_matches, check_cpu_and_cuda_agree, check_errors, check_gradcheck, \
-    check_opcheck, check_takes_exactly, cuda_cases
+    check_no_double_backward, check_opcheck, check_takes_exactly, cuda_cases
 
 ops = torch.ops.gpt_kernels
 # (device, x dtype, residual dtype): the pairs the kernels take
@@ -166,6 +166,11 @@ def test_gradcheck_float64():
     residual = torch.randn(4, 19, dtype=torch.float64, requires_grad=True)
     check_gradcheck(lambda a, b: ops.dropout_add_forward(a, b, 0.3, 21)[0], x, residual)
     check_gradcheck(lambda a: ops.dropout_add_forward(a, None, 0.3, 21)[0], x)
+
+
+def test_double_backward_is_refused_clearly():
+    x = torch.randn(4, 19, dtype=torch.float64, requires_grad=True)
+    check_no_double_backward("dropout_add", lambda a, b: ops.dropout_add(a, b, 0.3), x, x.detach().clone().requires_grad_())
 
 
 @pytest.mark.parametrize("device", DEVICES)
