@@ -93,11 +93,10 @@ def unsupported(*, head_size=None, device_type=None, dtype=None):
     its activations" above.
     """
     if head_size is not None and head_size not in causal_attention.HEAD_SIZES:
-        return (f"the fused attention takes head sizes (embed_dim / n_head) "
-                f"{_size_names(causal_attention.HEAD_SIZES)}, not {head_size}: change embed_dim "
-                "or n_head")
+        return (f"the fused attention takes head sizes {_size_names(causal_attention.HEAD_SIZES)} "
+                f"(embed_dim / n_head), not {head_size}: change embed_dim or n_head")
     if device_type is not None and device_type not in DEVICE_TYPES:
-        return (f"the compiled kernels run on the CPU and on CUDA, not on {device_type}")
+        return f"the compiled kernels run on the CPU and on CUDA, not on {device_type.upper()}"
     if device_type is not None and dtype is not None:
         ops = {name: globals()[name].DTYPES[device_type] for name in OPS}
         for name, dtypes in ops.items():

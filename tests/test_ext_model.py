@@ -101,7 +101,7 @@ def test_unsupported_head_sizes_are_the_kernels():
         if head_size in (32, 64, 128):
             assert reason is None
         else:
-            assert reason == (f"the fused attention takes head sizes (embed_dim / n_head) 32, 64 and 128, "
+            assert reason == (f"the fused attention takes head sizes 32, 64 and 128 (embed_dim / n_head), "
                               f"not {head_size}: change embed_dim or n_head")
     assert gpt_kernels.unsupported() is None  # nothing asked, nothing refused
 
@@ -109,7 +109,7 @@ def test_unsupported_head_sizes_are_the_kernels():
 @pytest.mark.parametrize("device_type", ["mps", "xpu", "meta"])
 def test_unsupported_devices(device_type):
     assert gpt_kernels.unsupported(device_type=device_type) == \
-        f"the compiled kernels run on the CPU and on CUDA, not on {device_type}"
+        f"the compiled kernels run on the CPU and on CUDA, not on {device_type.upper()}"
     # the device is checked after the head size, before the dtype
     assert gpt_kernels.unsupported(head_size=48, device_type=device_type).startswith("the fused attention")
     assert gpt_kernels.unsupported(device_type=device_type, dtype=torch.float32).startswith("the compiled kernels")
@@ -142,7 +142,7 @@ def test_unsupported_answers_from_each_ops_constants(monkeypatch):
     assert gpt_kernels.unsupported(device_type="cpu", dtype=torch.float32) == (
         "on the CPU the fused bias gelu takes float64 activations, not float32: run the model in float64")
     assert gpt_kernels.unsupported(head_size=48) is None
-    assert "16 and 48, not 32" in gpt_kernels.unsupported(head_size=32)
+    assert "takes head sizes 16 and 48 (embed_dim / n_head), not 32" in gpt_kernels.unsupported(head_size=32)
 
 
 def test_unsupported_cuda_without_cuda_kernels(monkeypatch):
