@@ -56,6 +56,8 @@ import torch
 
 _REDUCTIONS = ("mean", "sum", "none")
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+# the dtypes of the logits the kernels take on each device (csrc/cross_entropy.h)
+DTYPES = {"cpu": _DTYPES, "cuda": _DTYPES}
 
 
 def _check(logits, targets, reduction):

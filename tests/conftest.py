@@ -8,7 +8,10 @@ for which tests run where.
   `import gpt_kernels` fails, the run stops with the reason instead of skipping its tests.
   GPT_KERNELS_OPTIONAL=1 opts out (a machine where the extension cannot build): then only the
   tests of the pure PyTorch path run, and the summary says how many files were left out.
+- Reading what a run wrote: read_metrics, train_records, train_losses (beside run_script). The
+  checks every op of gpt_kernels gets are tests/op_checks.py's.
 """
+import json
 import os
 import subprocess
 import sys
@@ -90,6 +93,35 @@ def run_script(*args, check=True, timeout=300, env=None):
         raise AssertionError(f"gpt_pretrain.py {' '.join(map(str, args))} exited "
                              f"{result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
+
+
+def read_metrics(out_dir):
+    """The records of a run's metrics.jsonl, in order (every line whole: json.loads fails on a
+    half-written one)."""
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def train_records(out_dir):
+    """{iteration: record} of the training-loss records of a run's metrics.jsonl."""
+    return {r["iter"]: r for r in read_metrics(out_dir) if "train_loss" in r}
+
+
+def train_losses(out_dir):
+    """{iteration: training loss} from a run's metrics.jsonl."""
+    return {i: r["train_loss"] for i, r in train_records(out_dir).items()}
+
+
+def text_dataset(tmp_path_factory, files, functions, op):
+    """A dataset folder prepared by data/prepare.py (byte-level BPE tokenizer of 300 ids, with
+    <|endoftext|>) from `files` files of `functions` Python-like functions `return x {op} j`."""
+    from data.prepare import prepare
+    root = tmp_path_factory.mktemp("text")
+    for i in range(files):
+        (root / f"m{i}.py").write_text("".join(f"def f{j}(x):\n    return x {op} {j}\n\n" for j in range(functions)))
+    out = tmp_path_factory.mktemp("ds")
+    prepare(root, out, vocab_size=300)
+    return out
 
 
 @pytest.fixture

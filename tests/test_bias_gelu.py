@@ -11,7 +11,9 @@ atol 1e-6 (values near 0 have tiny absolute errors); bf16/fp16 inputs are comput
 and rounded once to half an ulp of the output (rtol 8e-3 / 1e-3). The bias gradient is summed
 in fp32 (fp64 for fp64): its error is held to 1e-6 of the sum of |terms| plus the output's
 rounding. Tests that take a device run on the CPU and, when a GPU is present, on CUDA (skipped,
-saying so, when none is); the others are CPU-only or CUDA-only by what they check.
+saying so, when none is); the others are CPU-only or CUDA-only by what they check. The checks
+every op gets (opcheck, torch.compile, gradcheck, CPU/CUDA agreement, bad input) are
+tests/op_checks.py's, called here with this op's inputs.
 """
 import math
 
@@ -19,24 +21,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import gpt_kernels  # noqa: F401
+import gpt_kernels
+from op_checks import DEVICES, check_compile_matches, check_cpu_and_cuda_agree, check_errors, check_gradcheck, \
+    check_no_double_backward, check_opcheck, check_takes_exactly, cuda_cases
 
 ops = torch.ops.gpt_kernels
-cuda_only = pytest.mark.cuda  # skipped, saying why, without a GPU or CUDA kernels (conftest.py)
-DEVICES = ["cpu", pytest.param("cuda", marks=cuda_only)]
-DTYPES = [("cpu", torch.float32), ("cpu", torch.float64), ("cpu", torch.bfloat16),
-          ("cpu", torch.float16),
-          pytest.param("cuda", torch.float32, marks=cuda_only),
-          pytest.param("cuda", torch.float64, marks=cuda_only),
-          pytest.param("cuda", torch.bfloat16, marks=cuda_only),
-          pytest.param("cuda", torch.float16, marks=cuda_only)]
+# every (device, dtype) the kernels take (gpt_kernels.bias_gelu.DTYPES), in this order
+ORDER = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+DTYPES = cuda_cases([(device, dtype) for device in ("cpu", "cuda")
+                     for dtype in sorted(gpt_kernels.bias_gelu.DTYPES[device], key=ORDER.index)])
 # awkward shapes: rows below, at and past the 32-row block of the bias gradient; widths below,
 # at and past the 8 AVX2 lanes and the 256 threads of a CUDA block
 SHAPES = [(1, 1), (1, 7), (3, 8), (5, 13), (32, 9), (33, 9), (2, 3, 257), (65, 100), (70, 1537)]
 RTOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 8e-3, torch.float16: 1e-3}
 ATOL = {torch.float64: 1e-12, torch.float32: 1e-6, torch.bfloat16: 1e-6, torch.float16: 1e-6}
 SUM_TOL = {torch.float64: 1e-12, torch.float32: 1e-6, torch.bfloat16: 1e-6, torch.float16: 1e-6}
-APPROXIMATE = ["none", "tanh"]  # the exact GELU, and the tanh approximation
+APPROXIMATE = list(gpt_kernels.bias_gelu.APPROXIMATE)  # the exact GELU, and the tanh approximation
 
 
 def make_inputs(shape, device, dtype, seed, scale=3.0):
@@ -80,7 +80,7 @@ def test_matches_float64_reference_forward_and_backward(device, dtype, shape, ap
 
 # (device, row width): on the CPU a width of 7 runs the scalar formula (the AVX2 loop takes 8
 # lanes at a time), the one CUDA runs too
-ACCURACY_PATHS = [("cpu", 1000), ("cpu", 7), pytest.param("cuda", 1000, marks=cuda_only)]
+ACCURACY_PATHS = cuda_cases([("cpu", 1000), ("cpu", 7), ("cuda", 1000)])
 
 
 @pytest.mark.parametrize("device,width", ACCURACY_PATHS)
@@ -239,7 +239,14 @@ def test_non_contiguous_and_empty_inputs(device):
 def test_gradcheck_float64(approximate):
     x = torch.randn(5, 11, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(11, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, b: ops.bias_gelu(x, b, approximate), (x, bias))
+    check_gradcheck(lambda x, b: ops.bias_gelu(x, b, approximate), x, bias)
+
+
+@pytest.mark.parametrize("approximate", APPROXIMATE)
+def test_double_backward_is_refused_clearly(approximate):
+    check_no_double_backward("bias_gelu", lambda x, b: ops.bias_gelu(x, b, approximate),
+                             torch.randn(5, 11, dtype=torch.float64, requires_grad=True),
+                             torch.randn(11, dtype=torch.float64, requires_grad=True))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -247,73 +254,69 @@ def test_opcheck(device):
     x = torch.randn(3, 5, 70, device=device, requires_grad=True)
     bias = torch.randn(70, device=device, requires_grad=True)
     grad = torch.randn(3, 5, 70, device=device)
-    torch.library.opcheck(ops.bias_gelu.default, (x, bias))  # approximate left to its default
-    torch.library.opcheck(ops.bias_gelu_backward.default, (grad, x.detach(), bias.detach()))
-    for approximate in APPROXIMATE:
-        torch.library.opcheck(ops.bias_gelu.default, (x, bias, approximate))
-        torch.library.opcheck(ops.bias_gelu_backward.default, (grad, x.detach(), bias.detach(), approximate))
+    check_opcheck((ops.bias_gelu.default, (x, bias)),  # approximate left to its default
+                  (ops.bias_gelu_backward.default, (grad, x.detach(), bias.detach())),
+                  *[(ops.bias_gelu.default, (x, bias, approximate)) for approximate in APPROXIMATE],
+                  *[(ops.bias_gelu_backward.default, (grad, x.detach(), bias.detach(), approximate))
+                    for approximate in APPROXIMATE])
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_torch_compile(device):
-    torch._dynamo.reset()
-
     def mlp(x, w, b):  # both forms
         h = x @ w.t()
         return ops.bias_gelu(h, b) * 2 + ops.bias_gelu(h, b, "tanh")
 
-    compiled = torch.compile(mlp, fullgraph=True)
     x = torch.randn(4, 24, device=device, requires_grad=True)
     w = torch.randn(40, 24, device=device, requires_grad=True)
     b = torch.randn(40, device=device, requires_grad=True)
-    a, c = compiled(x, w, b), mlp(x, w, b)
-    torch.testing.assert_close(a, c)
-    for u, v in zip(torch.autograd.grad(a.sum(), (x, w, b)), torch.autograd.grad(c.sum(), (x, w, b))):
-        torch.testing.assert_close(u, v)
+    check_compile_matches(mlp, x, w, b)
 
 
 def test_bad_inputs_raise_clear_errors():
     x = torch.randn(4, 8)
-    with pytest.raises(RuntimeError, match="bias has 7 elements but x's last dimension is 8"):
-        ops.bias_gelu(x, torch.randn(7))
-    with pytest.raises(RuntimeError, match=r"bias must be 1-D \(N,\)"):
-        ops.bias_gelu(x, torch.randn(1, 8))
-    with pytest.raises(RuntimeError, match="x and bias must have the same dtype"):
-        ops.bias_gelu(x, torch.randn(8, dtype=torch.float64))
-    with pytest.raises(RuntimeError, match="x must be a floating-point tensor"):
-        ops.bias_gelu(torch.ones(4, 8, dtype=torch.int64), torch.ones(8, dtype=torch.int64))
-    with pytest.raises(RuntimeError, match="at least one dimension"):
-        ops.bias_gelu(torch.tensor(1.0), torch.ones(1))
-    with pytest.raises(RuntimeError, match="grad_out must have x's shape"):
-        ops.bias_gelu_backward(torch.randn(4, 9), x, torch.randn(8))
-    with pytest.raises(RuntimeError, match="grad_out must have x's dtype"):
-        ops.bias_gelu_backward(x.double(), x, torch.randn(8))
-    with pytest.raises(RuntimeError, match="approximate must be 'none' .* or 'tanh', got 'tanh2'"):
-        ops.bias_gelu(x, torch.randn(8), "tanh2")
-    with pytest.raises(RuntimeError, match="bias_gelu_backward: approximate must be"):
-        ops.bias_gelu_backward(x, x, torch.randn(8), approximate="erf")
+    gelu, backward = ops.bias_gelu, ops.bias_gelu_backward
+    check_errors(("bias has 7 elements but x's last dimension is 8", gelu, x, torch.randn(7)),
+                 (r"bias must be 1-D \(N,\)", gelu, x, torch.randn(1, 8)),
+                 ("x and bias must have the same dtype", gelu, x, torch.randn(8, dtype=torch.float64)),
+                 ("x must be a floating-point tensor", gelu, torch.ones(4, 8, dtype=torch.int64),
+                  torch.ones(8, dtype=torch.int64)),
+                 ("at least one dimension", gelu, torch.tensor(1.0), torch.ones(1)),
+                 ("grad_out must have x's shape", backward, torch.randn(4, 9), x, torch.randn(8)),
+                 ("grad_out must have x's dtype", backward, x.double(), x, torch.randn(8)),
+                 ("approximate must be 'none' .* or 'tanh', got 'tanh2'", gelu, x, torch.randn(8), "tanh2"),
+                 ("bias_gelu_backward: approximate must be", backward, x, x, torch.randn(8), "erf"))
 
 
-@cuda_only
+@pytest.mark.parametrize("device", DEVICES)
+def test_takes_the_dtypes_it_states(device):
+    """gpt_kernels.bias_gelu.DTYPES, what gpt_kernels.unsupported() answers from; every form of
+    gpt_kernels.bias_gelu.APPROXIMATE."""
+    def run(dtype):
+        x, bias, grad = make_inputs((3, 70), device, dtype, seed=5)
+        for approximate in APPROXIMATE:
+            ops.bias_gelu(x, bias, approximate)
+            ops.bias_gelu_backward(grad, x, bias, approximate)
+    check_takes_exactly(gpt_kernels.bias_gelu.DTYPES[device], run)
+
+
+@pytest.mark.cuda
 def test_bad_inputs_cuda():
-    with pytest.raises(RuntimeError, match="x and bias must be on the same device"):
-        ops.bias_gelu(torch.randn(4, 8, device="cuda"), torch.randn(8))
+    check_errors(("x and bias must be on the same device", ops.bias_gelu, torch.randn(4, 8, device="cuda"),
+                  torch.randn(8)))
 
 
-@cuda_only
+@pytest.mark.cuda
 @pytest.mark.parametrize("approximate", APPROXIMATE)
 def test_cpu_and_cuda_agree(approximate):
     x, bias, grad = make_inputs((300, 1537), "cpu", torch.float32, seed=8)
-    out_cpu = ops.bias_gelu(x, bias, approximate)
-    gx_cpu, gb_cpu = ops.bias_gelu_backward(grad, x, bias, approximate)
-    out_cuda = ops.bias_gelu(x.cuda(), bias.cuda(), approximate)
-    gx_cuda, gb_cuda = ops.bias_gelu_backward(grad.cuda(), x.cuda(), bias.cuda(), approximate)
-    torch.testing.assert_close(out_cuda.cpu(), out_cpu, rtol=2e-6, atol=1e-7)
-    torch.testing.assert_close(gx_cuda.cpu(), gx_cpu, rtol=2e-6, atol=1e-7)
-    torch.testing.assert_close(gb_cuda.cpu(), gb_cpu, rtol=1e-5, atol=1e-5)
+    check_cpu_and_cuda_agree(lambda x, b: ops.bias_gelu(x, b, approximate), x, bias, rtol=2e-6, atol=1e-7)
+    # grad_x, then grad_bias (summed over 300 rows in another order)
+    check_cpu_and_cuda_agree(lambda g, x, b: ops.bias_gelu_backward(g, x, b, approximate), grad, x, bias,
+                             rtol=(2e-6, 1e-5), atol=(1e-7, 1e-5))
 
 
-@cuda_only
+@pytest.mark.cuda
 def test_more_rows_than_one_grid_on_cuda():
     """rows above 2^20 (the forward's grid) and rows / 32 above 65535 (the backward's grid.y):
     the grid-stride loops over rows and row blocks."""
@@ -327,7 +330,7 @@ def test_more_rows_than_one_grid_on_cuda():
     assert ((gb.double() - ref_gb).abs() <= 1e-6 * abs_sum + 1e-6).all()
 
 
-@cuda_only
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_autocast_on_cuda_as_the_model_calls_it(dtype):
     """Under autocast the matmul's output has the autocast dtype and the bias parameter is fp32:
@@ -346,7 +349,7 @@ def test_autocast_on_cuda_as_the_model_calls_it(dtype):
     torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
 
 
-@cuda_only
+@pytest.mark.cuda
 def test_mixed_dtypes_under_autocast_get_the_clear_error():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         h = F.linear(torch.randn(4, 8, device="cuda"), torch.randn(16, 8, device="cuda"))

@@ -1,5 +1,4 @@
 """gpt_pretrain.py as a user runs it: training, metrics, checkpoints, resume, sampling, bad input."""
-import json
 import os
 import signal
 import subprocess
@@ -10,29 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SCRIPT, TINY, run_script
-from data.prepare import prepare
+from conftest import ROOT, SCRIPT, TINY, read_metrics, run_script, text_dataset, train_losses
 from gpt_pretrain import UsageError, load_checkpoint, save_checkpoint
-
-
-def read_metrics(out_dir):
-    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-def train_losses(out_dir):
-    return {r["iter"]: r["train_loss"] for r in read_metrics(out_dir) if "train_loss" in r}
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """A dataset folder prepared from a few hundred lines of Python-like text."""
-    root = tmp_path_factory.mktemp("text")
-    for i in range(6):
-        (root / f"m{i}.py").write_text("".join(f"def f{j}(x):\n    return x + {j}\n\n" for j in range(60)))
-    out = tmp_path_factory.mktemp("ds")
-    prepare(root, out, vocab_size=300)
-    return out
+    return text_dataset(tmp_path_factory, 6, 60, "+")
 
 
 def test_cli_trains_and_writes_everything(dataset, tmp_path):

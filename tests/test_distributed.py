@@ -1,7 +1,6 @@
 """Training under torchrun on the CPU (gloo, 2 processes): the same steps as one process at
 twice the batch, checkpoints that resume under torchrun and alone, and a dead rank that ends
 the job instead of hanging it."""
-import json
 import os
 import signal
 import subprocess
@@ -11,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, SCRIPT, TINY, run_script
+from conftest import ROOT, SCRIPT, TINY, run_script, train_losses, train_records
 from gpt_pretrain import GPT, GPTConfig
 from support.runtime import flops_per_token
 
@@ -27,16 +26,6 @@ def torchrun(*args, nproc=2, check=True, timeout=300):
     if check and result.returncode != 0:
         raise AssertionError(f"torchrun exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
-
-
-def train_records(out_dir):
-    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
-        return {r["iter"]: r for r in map(json.loads, f) if "train_loss" in r}
-
-
-def train_losses(out_dir):
-    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
-        return {r["iter"]: r["train_loss"] for r in map(json.loads, f) if "train_loss" in r}
 
 
 def common(token_file, iters):

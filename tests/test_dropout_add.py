@@ -6,26 +6,26 @@ the mask the kernel reports (dropout_add_mask, the scalar definition of csrc/phi
 which is also recovered from the kernel's own output (x = 1, residual = 0 exposes it).
 Tolerances: the kernels compute in fp32 (fp64 for fp64) and round once to the output dtype, so
 fp32 and fp64 agree to a few ulps and bf16/fp16 to half an ulp of the output. The CUDA tests are
-the same functions parametrised over the device, skipped only when no GPU is present.
+the same functions parametrised over the device, skipped only when no GPU is present. The checks
+every op gets (opcheck, torch.compile, gradcheck, CPU/CUDA agreement, bad input) are
+tests/op_checks.py's, called here with this op's inputs.
 """
 import math
 
 import pytest
 import torch
 
-import gpt_kernels  # noqa: F401
+import gpt_kernels
+from op_checks import DEVICES, check_compile_matches, check_cpu_and_cuda_agree, check_errors, check_gradcheck, \
+    check_no_double_backward, check_opcheck, check_takes_exactly, cuda_cases
 
 ops = torch.ops.gpt_kernels
-cuda_only = pytest.mark.cuda  # skipped, saying why, without a GPU or CUDA kernels (conftest.py)
-DEVICES = ["cpu", pytest.param("cuda", marks=cuda_only)]
 # (device, x dtype, residual dtype): the pairs the kernels take
-DTYPE_PAIRS = [("cpu", torch.float32, torch.float32), ("cpu", torch.float64, torch.float64),
-               ("cpu", torch.bfloat16, torch.bfloat16), ("cpu", torch.bfloat16, torch.float32),
-               pytest.param("cuda", torch.float32, torch.float32, marks=cuda_only),
-               pytest.param("cuda", torch.bfloat16, torch.bfloat16, marks=cuda_only),
-               pytest.param("cuda", torch.float16, torch.float16, marks=cuda_only),
-               pytest.param("cuda", torch.bfloat16, torch.float32, marks=cuda_only),
-               pytest.param("cuda", torch.float16, torch.float32, marks=cuda_only)]
+DTYPE_PAIRS = cuda_cases([("cpu", torch.float32, torch.float32), ("cpu", torch.float64, torch.float64),
+                          ("cpu", torch.bfloat16, torch.bfloat16), ("cpu", torch.bfloat16, torch.float32),
+                          ("cuda", torch.float32, torch.float32), ("cuda", torch.bfloat16, torch.bfloat16),
+                          ("cuda", torch.float16, torch.float16), ("cuda", torch.bfloat16, torch.float32),
+                          ("cuda", torch.float16, torch.float32)])
 # awkward sizes: below, at and past the 8-element Philox group and the 64-element CPU block
 SHAPES = [(1,), (7,), (8,), (63,), (64,), (65,), (3, 5, 67), (32, 17, 24)]
 
@@ -164,75 +164,72 @@ def test_promotes_other_dtype_mixes():
 def test_gradcheck_float64():
     x = torch.randn(4, 19, dtype=torch.float64, requires_grad=True)
     residual = torch.randn(4, 19, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: ops.dropout_add_forward(a, b, 0.3, 21)[0], (x, residual))
-    assert torch.autograd.gradcheck(lambda a: ops.dropout_add_forward(a, None, 0.3, 21)[0], (x,))
+    check_gradcheck(lambda a, b: ops.dropout_add_forward(a, b, 0.3, 21)[0], x, residual)
+    check_gradcheck(lambda a: ops.dropout_add_forward(a, None, 0.3, 21)[0], x)
+
+
+def test_double_backward_is_refused_clearly():
+    x = torch.randn(4, 19, dtype=torch.float64, requires_grad=True)
+    check_no_double_backward("dropout_add", lambda a, b: ops.dropout_add(a, b, 0.3), x, x.detach().clone().requires_grad_())
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
     x = torch.randn(3, 70, device=device, requires_grad=True)
     residual = torch.randn(3, 70, device=device, requires_grad=True)
-    torch.library.opcheck(ops.dropout_add.default, (x, residual, 0.0))
-    torch.library.opcheck(ops.dropout_add_forward, (x, residual, 0.0))
-    torch.library.opcheck(ops.dropout_add_forward, (x, residual, 0.3, 11))
-    torch.library.opcheck(ops.dropout_add_forward, (x, None, 0.3, 11))
+    check_opcheck((ops.dropout_add.default, (x, residual, 0.0)),
+                  (ops.dropout_add_forward, (x, residual, 0.0)),
+                  (ops.dropout_add_forward, (x, residual, 0.3, 11)),
+                  (ops.dropout_add_forward, (x, None, 0.3, 11)))
     _, rng_state = ops.dropout_add_forward(x.detach(), residual.detach(), 0.3, 11)
-    torch.library.opcheck(ops.dropout_add_backward, (torch.randn(3, 70, device=device), rng_state, 0.3, torch.float32))
+    check_opcheck((ops.dropout_add_backward, (torch.randn(3, 70, device=device), rng_state, 0.3, torch.float32)))
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_torch_compile(device):
-    torch._dynamo.reset()
-
     def block(x, residual):  # a residual add as the model writes it, around other ops
         return ops.dropout_add(torch.tanh(x), residual, 0.5) * 2
 
-    compiled = torch.compile(block, fullgraph=True)
     x = torch.randn(4, 100, device=device, requires_grad=True)
     residual = torch.randn(4, 100, device=device, requires_grad=True)
-    torch.manual_seed(1)
-    a = compiled(x, residual)
-    torch.manual_seed(1)
-    b = block(x, residual)
-    torch.testing.assert_close(a, b)  # torch.manual_seed governs the mask under compile too
-    ga = torch.autograd.grad(a.sum(), (x, residual))
-    gb = torch.autograd.grad(b.sum(), (x, residual))
-    for u, v in zip(ga, gb):
-        torch.testing.assert_close(u, v)
+    # the same seed: torch.manual_seed governs the mask under compile too
+    check_compile_matches(block, x, residual, seed=1)
 
 
 def test_bad_inputs_raise_clear_errors():
     x = torch.randn(4, 8)
-    with pytest.raises(RuntimeError, match=r"same shape \(no broadcasting\)"):
-        ops.dropout_add(x, torch.randn(8), 0.1)
-    for p in (1.0, -0.1):
-        with pytest.raises(RuntimeError, match=r"p must be in \[0, 1\)"):
-            ops.dropout_add(x, x, p)
-    with pytest.raises(RuntimeError, match="x must be a floating-point tensor"):
-        ops.dropout_add(torch.ones(4, 8, dtype=torch.int64), None, 0.1)
-    with pytest.raises(RuntimeError, match="is not supported; supported: the same dtype"):
-        ops.dropout_add_forward(x, x.double(), 0.1)
-    with pytest.raises(RuntimeError, match="rng_state must be the int64\\[2\\] CPU tensor"):
-        ops.dropout_add_backward(x, torch.zeros(3, dtype=torch.int64), 0.1, torch.float32)
+    check_errors((r"same shape \(no broadcasting\)", ops.dropout_add, x, torch.randn(8), 0.1),
+                 *[(r"p must be in \[0, 1\)", ops.dropout_add, x, x, p) for p in (1.0, -0.1)],
+                 ("x must be a floating-point tensor", ops.dropout_add, torch.ones(4, 8, dtype=torch.int64), None, 0.1),
+                 ("is not supported; supported: the same dtype", ops.dropout_add_forward, x, x.double(), 0.1),
+                 ("rng_state must be the int64\\[2\\] CPU tensor", ops.dropout_add_backward, x,
+                  torch.zeros(3, dtype=torch.int64), 0.1, torch.float32))
 
 
-@cuda_only
+@pytest.mark.parametrize("device", DEVICES)
+def test_takes_the_dtypes_it_states(device):
+    """gpt_kernels.dropout_add.DTYPES (of x; the residual of x's dtype), what
+    gpt_kernels.unsupported() answers from."""
+    def run(dtype):
+        x = torch.randn(3, 70, device=device, dtype=dtype)
+        ops.dropout_add(x, None, 0.1)
+        ops.dropout_add(x, torch.randn_like(x), 0.1)
+    check_takes_exactly(gpt_kernels.dropout_add.DTYPES[device], run)
+
+
+@pytest.mark.cuda
 def test_bad_inputs_cuda():
     x = torch.randn(4, 8, device="cuda")
-    with pytest.raises(RuntimeError, match="must be on the same device"):
-        ops.dropout_add(x, x.cpu(), 0.1)
+    check_errors(("must be on the same device", ops.dropout_add, x, x.cpu(), 0.1))
 
 
-@cuda_only
+@pytest.mark.cuda
 def test_cpu_and_cuda_draw_the_same_mask():
     n = 100_003
-    x = torch.ones(n)
-    out_cpu, _ = forward(x, None, 0.2, 99)
-    out_cuda, _ = forward(x.cuda(), None, 0.2, 99)
-    torch.testing.assert_close(out_cuda.cpu(), out_cpu, rtol=0, atol=0)
+    check_cpu_and_cuda_agree(lambda x: forward(x, None, 0.2, 99)[0], torch.ones(n), rtol=0, atol=0)  # bit for bit
 
 
-@cuda_only
+@pytest.mark.cuda
 def test_misaligned_views_on_cuda():
     """Views that start off a 16-byte boundary take the element-wise path: same values."""
     base_x, base_r = torch.randn(1001, device="cuda"), torch.randn(1001, device="cuda")
@@ -242,7 +239,7 @@ def test_misaligned_views_on_cuda():
     torch.testing.assert_close(out.double(), reference(x, residual, keep, 0.3), rtol=1e-6, atol=1e-6)
 
 
-@cuda_only
+@pytest.mark.cuda
 def test_autocast_model_residual_on_cuda():
     """In a bf16-autocast model the branch is bf16 and the residual stream fp32."""
     x = torch.randn(8, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)

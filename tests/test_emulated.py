@@ -21,7 +21,7 @@ types, fp64 for fp64):
     float16   rtol 2e-3,  atol 1e-3    (11 bits)
   the bias gradient (a sum over rows): |error| <= rtol (sum_r |grad_x[r, c]| + |expected|) +
   atol * max_c sum_r |grad_x[r, c]|, with the rtol and atol above
-  causal attention (bf16/fp16 only on CUDA), as tests/test_attention.py measures it,
+  causal attention (bf16/fp16 only on CUDA), as tests/test_causal_attention.py measures it,
   ||ours - ref|| / (||ref|| + sqrt(numel)): bfloat16 2e-2, float16 5e-3 for out, and twice that
   for dq, dk, dv; lse (fp32) within 1e-4 of the CPU's and 2e-3 of the float64 reference.
 The CPU kernel of attention takes float32 only, so it runs on the 16-bit inputs widened to

@@ -1,7 +1,6 @@
 """Long runs you can trust: a diverging run stops cleanly and keeps its last good checkpoint, a
 full disk (or any write error) ends the run in one line with nothing lost, loss spikes are
 skipped on request, and a model without a distribution is reported, not sampled."""
-import json
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from conftest import ROOT, SCRIPT, TINY, run_script
+from conftest import ROOT, SCRIPT, TINY, read_metrics, run_script
 from gpt_pretrain import EXIT_DIVERGED, EXIT_WRITE_FAILED, GPT, GPTConfig, all_finite, load_checkpoint
 from support.guards import SpikeDetector
 
@@ -18,11 +17,6 @@ from support.guards import SpikeDetector
 def common(token_file, iters, *extra):
     return ["--data", token_file, "--vocab-size", 64, *TINY, "--iters", iters, "--log-interval", 1,
             "--eval-interval", 1000, "--num-tokens", 5, *extra]
-
-
-def records(out):
-    with open(out / "metrics.jsonl") as f:
-        return [json.loads(line) for line in f]  # every line whole: no half record
 
 
 def run_patched(patch, args, env=None, timeout=300):
@@ -58,14 +52,14 @@ def test_a_diverging_run_stops_and_keeps_the_last_finite_checkpoint(token_file, 
     result = run_script(*common(token_file, 200, "--learning-rate", 1e4, "--grad-clip", 0, "--ckpt-interval", 1,
                                 "--max-nonfinite", 2), "--out-dir", out, check=False)
     line = assert_one_clear_line(result, EXIT_DIVERGED, "training diverged", "not finite", str(out / "ckpt.pt"))
-    skipped = [r for r in records(out) if r.get("skipped") == "non-finite"]
+    skipped = [r for r in read_metrics(out) if r.get("skipped") == "non-finite"]
     assert len(skipped) == 2 and skipped[1]["iter"] == skipped[0]["iter"] + 1
     first_bad = skipped[0]["iter"]
     assert f"iterations {first_bad} to {first_bad + 1}" in line
     # the checkpoint holds the weights before the first non-finite step, and says so
     assert_loadable(out / "ckpt.pt", first_bad - 1)
     assert f"(iteration {first_bad - 1})" in line
-    assert all(r["skipped_steps"] >= 1 for r in records(out) if "train_loss" in r and r["iter"] >= first_bad)
+    assert all(r["skipped_steps"] >= 1 for r in read_metrics(out) if "train_loss" in r and r["iter"] >= first_bad)
 
 
 def test_non_finite_weights_are_never_checkpointed():
@@ -153,7 +147,7 @@ def test_a_failed_metrics_write_leaves_no_half_line(token_file, tmp_path):
     result = run_patched(patch, common(token_file, 10, "--ckpt-interval", 2) + ["--out-dir", out])
     assert_one_clear_line(result, EXIT_WRITE_FAILED, "cannot write metrics", "metrics.jsonl",
                           "No space left on device", "(iteration 4)")
-    assert [r["iter"] for r in records(out)] == [1, 2, 3, 4]  # whole lines only
+    assert [r["iter"] for r in read_metrics(out)] == [1, 2, 3, 4]  # whole lines only
     assert_loadable(out / "ckpt.pt", 4)
 
 
@@ -234,10 +228,10 @@ def test_skip_spikes_skips_the_spike(token_file, tmp_path):
     args = common(token_file, 40, "--skip-spikes", 6, "--dropout", 0) + ["--out-dir", out]
     result = run_patched(SPIKE_PATCH.format(rank=0, out=str(out)), args)
     assert result.returncode == 0, result.stderr[-3000:]
-    skipped = [r for r in records(out) if "skipped" in r]
+    skipped = [r for r in read_metrics(out) if "skipped" in r]
     assert [(r["iter"], r["skipped"]) for r in skipped] == [(30, "spike")]
     assert skipped[0]["loss"] > 30
-    assert [r["skipped_steps"] for r in records(out) if r.get("iter") == 40 and "train_loss" in r] == [1]
+    assert [r["skipped_steps"] for r in read_metrics(out) if r.get("iter") == 40 and "train_loss" in r] == [1]
 
 
 def test_skip_spikes_decides_alike_on_every_rank(token_file, tmp_path):
@@ -253,7 +247,7 @@ def test_skip_spikes_decides_alike_on_every_rank(token_file, tmp_path):
                              str(wrapper), *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert [(r["iter"], r["skipped"]) for r in records(out) if "skipped" in r] == [(30, "spike")]
+    assert [(r["iter"], r["skipped"]) for r in read_metrics(out) if "skipped" in r] == [(30, "spike")]
     rank0, rank1 = (torch.load(out / f"weights_rank{r}.pt", weights_only=True) for r in (0, 1))
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
 
@@ -278,7 +272,7 @@ def test_grad_norm_and_mfu_in_the_metrics(token_file, tmp_path):
     run_script(*common(token_file, 4, "--grad-accum", 2, "--peak-flops", 1e9), "--out-dir", out)
     config = GPTConfig(context_len=16, vocab_size=64, embed_dim=32, n_head=2, n_layer=2, ff_dim=128)
     per_token = flops_per_token(GPT(config), config)
-    logged = [r for r in records(out) if "train_loss" in r]
+    logged = [r for r in read_metrics(out) if "train_loss" in r]
     assert [r["iter"] for r in logged] == [1, 2, 3, 4]
     for r in logged:
         assert r["grad_norm"] > 0 and r["mfu"] == pytest.approx(per_token * r["tokens_per_s"] / 1e9)

@@ -18,8 +18,7 @@ import torch
 transformers = pytest.importorskip("transformers", reason="pip install transformers safetensors (the test extra)")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-from conftest import TINY, run_script  # noqa: E402
-from data.prepare import prepare  # noqa: E402
+from conftest import TINY, run_script, text_dataset  # noqa: E402
 from gpt_pretrain import GPT, GPTConfig, UsageError, main  # noqa: E402
 from support import hf  # noqa: E402
 
@@ -30,12 +29,7 @@ TOL = dict(rtol=0, atol=1e-5)
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """A dataset folder (data/prepare.py: byte-level BPE tokenizer with <|endoftext|>)."""
-    root = tmp_path_factory.mktemp("text")
-    for i in range(3):
-        (root / f"m{i}.py").write_text("".join(f"def f{j}(x):\n    return x * {j}\n\n" for j in range(50)))
-    out = tmp_path_factory.mktemp("ds")
-    prepare(root, out, vocab_size=300)
-    return out
+    return text_dataset(tmp_path_factory, 3, 50, "*")
 
 
 def small_gpt2(path, activation="gelu_new", seed=0, **overrides):

@@ -9,7 +9,7 @@ mask the kernel reports, causal_attention_dropout_mask), a custom scale, and the
 (causal_attention_qkv: (B, T, 3C) in, (B, T, C) out, the op the model calls). Each checks out,
 the saved log-sum-exp and dq, dk, dv against explicit attention in float64; on CUDA also against the CPU kernel run in
 float32 on the same (rounded) inputs with the same seed, hence the same mask. Tolerances are
-tests/test_attention.py's, on its measure ||ours - ref|| / (||ref|| + sqrt(numel)).
+tests/test_causal_attention.py's, on its measure ||ours - ref|| / (||ref|| + sqrt(numel)).
 """
 import math
 import os

@@ -6,7 +6,8 @@ Errors are measured as ||ours - ref|| / (||ref|| + sqrt(numel)) over the whole t
 fp32 2e-5 (the kernels accumulate in fp32; exp is a polynomial with < 2e-7 relative error),
 fp64 1e-12, bf16 2e-2 and fp16 5e-3 (inputs of P and dS rounded to 8 / 11 mantissa bits).
 The CUDA tests are the same functions parametrised over the device, skipped only when no GPU
-is present.
+is present. The checks every op gets (opcheck, torch.compile, gradcheck, CPU/CUDA agreement,
+bad input) are tests/op_checks.py's, called here with this op's inputs.
 """
 import math
 
@@ -14,14 +15,12 @@ import pytest
 import torch
 
 import gpt_kernels  # noqa: F401
+from op_checks import (DEVICES, check_compile_matches, check_errors, check_gradcheck, check_no_double_backward,
+                       check_opcheck, check_takes_exactly, cpu_and_cuda_outputs, cuda_cases)
 
 ops = torch.ops.gpt_kernels
-cuda_only = pytest.mark.cuda  # skipped, saying why, without a GPU or CUDA kernels (conftest.py)
-DEVICES = ["cpu", pytest.param("cuda", marks=cuda_only)]
 # (device, dtype) pairs the kernels support
-DEVICE_DTYPES = [("cpu", torch.float32),
-                 pytest.param("cuda", torch.bfloat16, marks=cuda_only),
-                 pytest.param("cuda", torch.float16, marks=cuda_only)]
+DEVICE_DTYPES = cuda_cases([("cpu", torch.float32), ("cuda", torch.bfloat16), ("cuda", torch.float16)])
 TOL = {torch.float64: 1e-12, torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3}
 
 
@@ -115,9 +114,16 @@ def test_custom_scale(device, dtype):
 def test_gradcheck_float64(p):
     q, k, v = make_qkv(1, 2, 9, 32, "cpu", torch.float64)
     fn = lambda q, k, v: ops.causal_attention_forward(q, k, v, p, 0.2, 7)[0]  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (q, k, v))
+    check_gradcheck(fn, q, k, v)
     q, k, v = make_qkv(2, 1, 70, 32, "cpu", torch.float64, seed=1)
-    assert torch.autograd.gradcheck(fn, (q, k, v), fast_mode=True)
+    check_gradcheck(fn, q, k, v, fast_mode=True)
+
+
+def test_double_backward_is_refused_clearly():
+    check_no_double_backward("causal_attention", lambda q, k, v: ops.causal_attention(q, k, v, 0.2),
+                             *make_qkv(1, 2, 9, 32, "cpu", torch.float64))
+    check_no_double_backward("causal_attention", lambda qkv: ops.causal_attention_qkv(qkv, 2, 0.2),
+                             torch.randn(1, 9, 3 * 64, dtype=torch.float64, requires_grad=True))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -238,19 +244,18 @@ def test_dropout_mask_recovered_from_kernel(device):
     assert torch.equal((out.float().cpu() != 0), keep & causal)
 
 
-@cuda_only
+@pytest.mark.cuda
 def test_cpu_and_cuda_draw_the_same_mask():
     B, H, T, D, p = 2, 3, 100, 64, 0.2
     q, k, v = make_qkv(B, H, T, D, "cpu", torch.float32, requires_grad=False)
-    qc, kc, vc = [t.to("cuda", torch.bfloat16) for t in (q, k, v)]
-    out_cpu, _, rng_cpu = ops.causal_attention_forward(qc.float().cpu(), kc.float().cpu(),
-                                                       vc.float().cpu(), p, 0.125, 99)
-    out_cuda, _, rng_cuda = ops.causal_attention_forward(qc, kc, vc, p, 0.125, 99)
+    # bf16 on CUDA, the same (rounded) values in float32 on the CPU
+    (out_cpu, _, rng_cpu), (out_cuda, _, rng_cuda) = cpu_and_cuda_outputs(
+        lambda q, k, v: ops.causal_attention_forward(q, k, v, p, 0.125, 99), q, k, v, cuda_dtype=torch.bfloat16)
     assert torch.equal(rng_cpu, rng_cuda)
     assert rel_err(out_cuda, out_cpu) < TOL[torch.bfloat16]
 
 
-@cuda_only
+@pytest.mark.cuda
 @pytest.mark.parametrize("offset", [1, 3, 8])
 def test_contiguous_views_at_an_odd_storage_offset_on_cuda(offset):
     """q, k, v and grad_out contiguous but starting `offset` elements into their buffer: off a
@@ -278,7 +283,7 @@ def test_contiguous_views_at_an_odd_storage_offset_on_cuda(offset):
         assert rel_err(a, b) < 2 * TOL[torch.bfloat16], f"d{name}"
 
 
-@cuda_only
+@pytest.mark.cuda
 def test_autocast_float32_inputs_on_cuda():
     q, k, v = make_qkv(1, 2, 65, 64, "cuda", torch.float32)
     with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -295,33 +300,25 @@ def test_autocast_float32_inputs_on_cuda():
 def test_opcheck(device):
     dtype = default_dtype(device)
     q, k, v = make_qkv(2, 2, 65, 32, device, dtype)
-    torch.library.opcheck(ops.causal_attention.default, (q, k, v), {"dropout_p": 0.0, "scale": None})
-    torch.library.opcheck(ops.causal_attention_forward, (q, k, v, 0.0, 0.2))
-    torch.library.opcheck(ops.causal_attention_forward, (q, k, v, 0.3, 0.2, 11))
+    check_opcheck((ops.causal_attention.default, (q, k, v), {"dropout_p": 0.0, "scale": None}),
+                  (ops.causal_attention_forward, (q, k, v, 0.0, 0.2)),
+                  (ops.causal_attention_forward, (q, k, v, 0.3, 0.2, 11)))
     # the backward op has no double backward: check it on inputs that do not require grad
     q, k, v = (t.detach() for t in (q, k, v))
     out, lse, rng_state = ops.causal_attention_forward(q, k, v, 0.3, 0.2, 11)
-    torch.library.opcheck(ops.causal_attention_backward,
-                          (torch.randn_like(out), q, k, v, out, lse, rng_state, 0.3, 0.2))
+    check_opcheck((ops.causal_attention_backward,
+                   (torch.randn_like(out), q, k, v, out, lse, rng_state, 0.3, 0.2)))
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_torch_compile(device):
-    torch._dynamo.reset()
     dtype = default_dtype(device)
 
     def attend(q, k, v):  # the op alone: inductor then has no kernel of its own to compile
         return ops.causal_attention(q, k, v, 0.0)
 
-    compiled = torch.compile(attend, fullgraph=True)
     q, k, v = make_qkv(2, 2, 65, 64, device, dtype)
-    out = compiled(q, k, v)
-    expected = attend(q, k, v)
-    torch.testing.assert_close(out, expected)
-    grads = torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
-    grads_eager = torch.autograd.grad(expected, (q, k, v), torch.ones_like(out))
-    for a, b in zip(grads, grads_eager):
-        torch.testing.assert_close(a, b)
+    check_compile_matches(attend, q, k, v)
     # with dropout: runs, and torch.manual_seed governs it under compile too
     compiled_drop = torch.compile(lambda q, k, v: ops.causal_attention(q, k, v, 0.5), fullgraph=True)
     torch.manual_seed(1)
@@ -336,31 +333,41 @@ def test_torch_compile(device):
 
 def test_bad_inputs_raise_clear_errors():
     q = torch.randn(2, 3, 16, 32)
-    with pytest.raises(RuntimeError, match=r"must be 4-D \(B, H, T, D\)"):
-        ops.causal_attention(q[0], q[0], q[0])
-    with pytest.raises(RuntimeError, match="must have the same shape"):
-        ops.causal_attention(q, q, torch.randn(2, 3, 17, 32))
-    with pytest.raises(RuntimeError, match="must have the same dtype"):
-        ops.causal_attention(q, q, q.double())
-    with pytest.raises(RuntimeError, match=r"head dimension D = 48 is not supported; supported: 32, 64, 128"):
-        x = torch.randn(1, 1, 4, 48)
-        ops.causal_attention(x, x, x)
-    for p in (1.0, -0.1, 1.5):
-        with pytest.raises(RuntimeError, match=r"dropout_p must be in \[0, 1\)"):
-            ops.causal_attention(q, q, q, p)
-    with pytest.raises(RuntimeError, match="on the CPU q, k, v must be float32 or float64"):
-        x = q.bfloat16()
-        ops.causal_attention(x, x, x)
+    x48, x16 = torch.randn(1, 1, 4, 48), q.bfloat16()
+    attend = ops.causal_attention
+    check_errors((r"must be 4-D \(B, H, T, D\)", attend, q[0], q[0], q[0]),
+                 ("must have the same shape", attend, q, q, torch.randn(2, 3, 17, 32)),
+                 ("must have the same dtype", attend, q, q, q.double()),
+                 (r"head dimension D = 48 is not supported; supported: 32, 64, 128", attend, x48, x48, x48),
+                 *[(r"dropout_p must be in \[0, 1\)", attend, q, q, q, p) for p in (1.0, -0.1, 1.5)],
+                 ("on the CPU q, k, v must be float32 or float64", attend, x16, x16, x16))
 
 
-@cuda_only
+@pytest.mark.parametrize("device", DEVICES)
+def test_takes_the_dtypes_and_head_sizes_it_states(device):
+    """gpt_kernels.causal_attention.DTYPES and HEAD_SIZES, what gpt_kernels.unsupported() answers
+    from: the kernels take those and refuse every other dtype and head size up to 256."""
+    dtypes = gpt_kernels.causal_attention.DTYPES[device]
+    check_takes_exactly(dtypes, lambda dtype: ops.causal_attention(*make_qkv(1, 1, 3, 32, device, dtype, False)))
+    check_takes_exactly(dtypes, lambda dtype: ops.causal_attention_qkv(
+        torch.randn(1, 3, 3 * 64, device=device, dtype=dtype), 2))
+    for D in range(1, 257):
+        x = torch.randn(1, 1, 2, D, device=device, dtype=dtypes[0])
+        if D in gpt_kernels.causal_attention.HEAD_SIZES:
+            ops.causal_attention(x, x, x)
+            ops.causal_attention_qkv(torch.randn(1, 2, 3 * 2 * D, device=device, dtype=dtypes[0]), 2)
+        else:
+            check_errors((f"head dimension D = {D} is not supported", ops.causal_attention, x, x, x),
+                         (f"head dimension D = {D} is not supported", ops.causal_attention_qkv,
+                          torch.randn(1, 2, 3 * 2 * D, device=device, dtype=dtypes[0]), 2))
+
+
+@pytest.mark.cuda
 def test_bad_inputs_cuda():
     q = torch.randn(2, 3, 16, 32, device="cuda", dtype=torch.bfloat16)
-    with pytest.raises(RuntimeError, match="must be on the same device"):
-        ops.causal_attention(q, q, q.cpu())
-    with pytest.raises(RuntimeError, match="on CUDA q, k, v must be bfloat16 or float16"):
-        x = q.float()
-        ops.causal_attention(x, x, x)
+    x = q.float()
+    check_errors(("must be on the same device", ops.causal_attention, q, q, q.cpu()),
+                 ("on CUDA q, k, v must be bfloat16 or float16", ops.causal_attention, x, x, x))
 
 
 # --- causal_attention_qkv: the same attention read from qkv (B, T, 3C), written as (B, T, C) ------
@@ -399,48 +406,35 @@ def test_qkv_op_matches_float64_reference_and_gradcheck():
     q, k, v = split_heads(qkv, H)
     expected = reference(q, k, v).transpose(1, 2).reshape(B, T, H * D)
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda x: ops.causal_attention_qkv_forward(x, H, 0.3, 0.2, 3)[0],
-                                    (torch.randn(1, 9, 3 * H * D, dtype=torch.float64, requires_grad=True),))
+    check_gradcheck(lambda x: ops.causal_attention_qkv_forward(x, H, 0.3, 0.2, 3)[0],
+                    torch.randn(1, 9, 3 * H * D, dtype=torch.float64, requires_grad=True))
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_qkv_op_opcheck_and_compile(device):
     dtype = default_dtype(device)
     qkv = torch.randn(2, 33, 3 * 64, device=device, dtype=dtype, requires_grad=True)
-    torch.library.opcheck(ops.causal_attention_qkv.default, (qkv, 2), {"dropout_p": 0.0, "scale": None})
-    torch.library.opcheck(ops.causal_attention_qkv_forward, (qkv, 2, 0.3, 0.2, 11))
     x = qkv.detach()
     out, lse, rng_state = ops.causal_attention_qkv_forward(x, 2, 0.3, 0.2, 11)
-    torch.library.opcheck(ops.causal_attention_qkv_backward,
-                          (torch.randn_like(out), x, out, lse, rng_state, 2, 0.3, 0.2))
-    torch._dynamo.reset()
-    compiled = torch.compile(lambda t: ops.causal_attention_qkv(t, 2, 0.0) * 2, fullgraph=True)
-    a, b = compiled(qkv), ops.causal_attention_qkv(qkv, 2, 0.0) * 2
-    torch.testing.assert_close(a, b)
-    torch.testing.assert_close(torch.autograd.grad(a.sum(), qkv)[0], torch.autograd.grad(b.sum(), qkv)[0])
+    check_opcheck((ops.causal_attention_qkv.default, (qkv, 2), {"dropout_p": 0.0, "scale": None}),
+                  (ops.causal_attention_qkv_forward, (qkv, 2, 0.3, 0.2, 11)),
+                  (ops.causal_attention_qkv_backward, (torch.randn_like(out), x, out, lse, rng_state, 2, 0.3, 0.2)))
+    check_compile_matches(lambda t: ops.causal_attention_qkv(t, 2, 0.0) * 2, qkv)
 
 
 def test_qkv_op_bad_inputs_raise_clear_errors():
-    with pytest.raises(RuntimeError, match=r"qkv must be 3-D \(B, T, 3C\)"):
-        ops.causal_attention_qkv(torch.randn(2, 3, 4, 96), 1)
-    with pytest.raises(RuntimeError, match="must be 3 \\* n_head \\* D"):
-        ops.causal_attention_qkv(torch.randn(2, 3, 100), 2)
-    with pytest.raises(RuntimeError, match="head dimension D = 48 is not supported"):
-        ops.causal_attention_qkv(torch.randn(2, 3, 3 * 96), 2)
-    with pytest.raises(RuntimeError, match="n_head must be positive"):
-        ops.causal_attention_qkv(torch.randn(2, 3, 96), 0)
-    with pytest.raises(RuntimeError, match=r"dropout_p must be in \[0, 1\)"):
-        ops.causal_attention_qkv(torch.randn(2, 3, 96), 1, 1.0)
-    with pytest.raises(RuntimeError, match="qkv must be floating point"):
-        ops.causal_attention_qkv(torch.ones(2, 3, 96, dtype=torch.int64), 1)
-    with pytest.raises(RuntimeError, match="on the CPU q, k, v must be float32 or float64"):
-        ops.causal_attention_qkv(torch.randn(2, 3, 96, dtype=torch.bfloat16), 1)
+    attend, backward = ops.causal_attention_qkv, ops.causal_attention_qkv_backward
     qkv = torch.randn(2, 5, 96)
     out, lse, rng_state = ops.causal_attention_qkv_forward(qkv, 1, 0.0, 0.2)
-    with pytest.raises(RuntimeError, match=r"grad_out and out must be \(B, T, C\)"):
-        ops.causal_attention_qkv_backward(torch.randn(2, 5, 31), qkv, out, lse, rng_state, 1, 0.0, 0.2)
-    with pytest.raises(RuntimeError, match=r"lse must be \(B, n_head, T\)"):
-        ops.causal_attention_qkv_backward(out, qkv, out, lse[:, :, :4], rng_state, 1, 0.0, 0.2)
+    check_errors((r"qkv must be 3-D \(B, T, 3C\)", attend, torch.randn(2, 3, 4, 96), 1),
+                 ("must be 3 \\* n_head \\* D", attend, torch.randn(2, 3, 100), 2),
+                 ("head dimension D = 48 is not supported", attend, torch.randn(2, 3, 3 * 96), 2),
+                 ("n_head must be positive", attend, torch.randn(2, 3, 96), 0),
+                 (r"dropout_p must be in \[0, 1\)", attend, torch.randn(2, 3, 96), 1, 1.0),
+                 ("qkv must be floating point", attend, torch.ones(2, 3, 96, dtype=torch.int64), 1),
+                 ("on the CPU q, k, v must be float32 or float64", attend, torch.randn(2, 3, 96, dtype=torch.bfloat16), 1),
+                 (r"grad_out and out must be \(B, T, C\)", backward, torch.randn(2, 5, 31), qkv, out, lse, rng_state, 1, 0.0, 0.2),
+                 (r"lse must be \(B, n_head, T\)", backward, out, qkv, out, lse[:, :, :4], rng_state, 1, 0.0, 0.2))
 
 
 def test_backward_writes_every_element_of_dq():

@@ -19,8 +19,15 @@ On the CPU the kernel takes fp32 (and fp64).
 import torch
 
 from . import _C  # noqa: F401  (the schemas and kernels)
+from ._registration import refuse_double_backward
 
 _lib = "gpt_kernels::"
+
+# What the kernels take (csrc/causal_attention_checks.h, csrc/causal_attention.cpp,
+# csrc/cuda/causal_attention.cpp); tests/test_causal_attention.py holds them to the kernels.
+HEAD_SIZES = (32, 64, 128)  # D = embed_dim / n_head
+DTYPES = {"cpu": (torch.float32, torch.float64),   # of q, k, v (qkv)
+          "cuda": (torch.bfloat16, torch.float16)}  # under CUDA autocast float32 is cast to bf16
 
 
 @torch.library.register_fake(_lib + "causal_attention_forward")
@@ -97,12 +104,4 @@ if hasattr(torch.library, "register_autocast"):
     torch.library.register_autocast(_lib + "causal_attention_qkv_forward", "cuda", torch.bfloat16)
 
 
-def _double_backward(ctx, *grads):
-    raise NotImplementedError("gpt_kernels.causal_attention: double backward (gradients of "
-                              "gradients) is not supported")
-
-
-torch.library.register_autograd(_lib + "causal_attention_backward", _double_backward,
-                                setup_context=lambda ctx, inputs, output: None)
-torch.library.register_autograd(_lib + "causal_attention_qkv_backward", _double_backward,
-                                setup_context=lambda ctx, inputs, output: None)
+refuse_double_backward("causal_attention", "causal_attention_backward", "causal_attention_qkv_backward")

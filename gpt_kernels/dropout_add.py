@@ -12,8 +12,13 @@ call is 16 bytes instead of a mask the size of x. The residual's gradient is gra
 import torch
 
 from . import _C  # noqa: F401  (the schemas and kernels)
+from ._registration import refuse_double_backward
 
 _lib = "gpt_kernels::"
+
+# The dtypes of x the kernels take on each device (csrc/dropout_add.cpp, csrc/cuda/dropout_add_launcher.cpp);
+# residual has x's dtype, or float32 with a bfloat16/float16 x (csrc/dropout_add.h).
+DTYPES = {device: (torch.float32, torch.bfloat16, torch.float16, torch.float64) for device in ("cpu", "cuda")}
 
 
 @torch.library.register_fake(_lib + "dropout_add_forward")
@@ -45,12 +50,4 @@ def _backward(ctx, grad_out, _grad_rng_state):
 
 
 torch.library.register_autograd(_lib + "dropout_add_forward", _backward, setup_context=_setup_context)
-
-
-def _double_backward(ctx, *grads):
-    raise NotImplementedError("gpt_kernels.dropout_add: double backward (gradients of gradients) "
-                              "is not supported")
-
-
-torch.library.register_autograd(_lib + "dropout_add_backward", _double_backward,
-                                setup_context=lambda ctx, inputs, output: None)
+refuse_double_backward("dropout_add", "dropout_add_backward")

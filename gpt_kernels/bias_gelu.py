@@ -17,8 +17,14 @@ back to the float32 parameter through that cast.
 import torch
 
 from . import _C  # noqa: F401  (the schemas and kernels)
+from ._registration import refuse_double_backward
 
 _lib = "gpt_kernels::"
+
+# The dtypes of x (and bias: the same) the kernels take on each device (csrc/bias_gelu.cpp,
+# csrc/cuda/bias_gelu_launcher.cpp), and the forms of GELU (csrc/bias_gelu.h).
+DTYPES = {device: (torch.float32, torch.bfloat16, torch.float16, torch.float64) for device in ("cpu", "cuda")}
+APPROXIMATE = ("none", "tanh")
 
 
 @torch.library.register_fake(_lib + "bias_gelu")
@@ -48,11 +54,4 @@ def _backward(ctx, grad_out):
 
 
 torch.library.register_autograd(_lib + "bias_gelu", _backward, setup_context=_setup_context)
-
-def _double_backward(ctx, *grads):
-    raise NotImplementedError("gpt_kernels.bias_gelu: double backward (gradients of gradients) "
-                              "is not supported")
-
-
-torch.library.register_autograd(_lib + "bias_gelu_backward", _double_backward,
-                                setup_context=lambda ctx, inputs, output: None)
+refuse_double_backward("bias_gelu", "bias_gelu_backward")
