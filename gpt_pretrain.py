@@ -376,15 +376,15 @@ class MLP(nn.Module):
         self.fc = nn.Linear(config.embed_dim, config.ff_dim)
         self.proj = nn.Linear(config.ff_dim, config.embed_dim)
         self.proj.is_residual_projection = True
-        self.kernels = config.kernels
         self.approximate = "tanh" if config.gelu == "tanh" else "none"  # F.gelu's name for it
+        self.linear_bias_gelu = None
+        if config.kernels == "ext":  # a bias-free matmul, then bias + GELU in one pass (csrc/bias_gelu.cpp)
+            from gpt_kernels import linear_bias_gelu
+            self.linear_bias_gelu = linear_bias_gelu
 
     def forward(self, x):
-        if self.kernels == "ext":
-            # a bias-free matmul, then bias + GELU in one pass (csrc/bias_gelu.cpp); the bias
-            # in the matmul's dtype, as F.linear casts it under autocast
-            h = F.linear(x, self.fc.weight)
-            h = torch.ops.gpt_kernels.bias_gelu(h, self.fc.bias.to(h.dtype), self.approximate)
+        if self.linear_bias_gelu:
+            h = self.linear_bias_gelu(x, self.fc.weight, self.fc.bias, self.approximate)
         else:
             h = F.gelu(self.fc(x), approximate=self.approximate)  # (B, T, ff_dim)
         return self.proj(h)
@@ -465,21 +465,16 @@ def check_kernels(config, device, dtype):
     """--kernels ext: the compiled library must load and take this model on this device."""
     if config.kernels != "ext":
         return
-    if device.type == "mps":
-        raise UsageError("--kernels ext: the compiled kernels run on the CPU and on CUDA, not on "
-                         "MPS. Use --kernels torch (the default) with --device mps.")
-    head_size = config.embed_dim // config.n_head
-    if head_size not in (32, 64, 128):
-        raise UsageError(f"--kernels ext: the fused attention takes head sizes 32, 64 and 128, and "
-                         f"embed_dim / n_head = {head_size}. Change them or use --kernels torch.")
-    if device.type == "cuda" and dtype == torch.float32:
-        raise UsageError("--kernels ext on CUDA computes attention in bfloat16 or float16: use "
-                         "--dtype bfloat16 (the default) or float16, or --kernels torch for float32.")
     try:
-        import gpt_kernels  # noqa: F401  (registers torch.ops.gpt_kernels.*)
+        import gpt_kernels
     except ImportError as e:
         raise UsageError(f"--kernels ext needs the compiled extension: {e} (in {HERE}). "
                          "Or use --kernels torch, which needs no extension.") from None
+    # the activations' dtype: autocast's on CUDA, else the parameters' float32 (see precision)
+    reason = gpt_kernels.unsupported(head_size=config.embed_dim // config.n_head, device_type=device.type,
+                                     dtype=dtype if device.type == "cuda" else torch.float32)
+    if reason:
+        raise UsageError(f"--kernels ext: {reason}. Or use --kernels torch (the default).")
 
 
 # ----------------------------------------------------------------------------- training helpers
