@@ -239,7 +239,8 @@ setup(
     install_requires=["torch", "numpy", "tqdm", "tokenizers"],
     # transformers + safetensors: only --export-hf and --init-from need them (support/hf.py);
     # tensorboard, wandb: only --logger tensorboard / wandb
-    extras_require={"test": ["pytest", "matplotlib", "transformers", "safetensors", "tensorboard", "wandb"],
+    extras_require={"test": ["pytest", "matplotlib", "transformers", "safetensors", "tensorboard", "wandb",
+                             "datasets", "pyarrow"],
                     "plot": ["matplotlib"], "hf": ["transformers", "safetensors"],
                     "logging": ["tensorboard", "wandb"],
                     # data/prepare.py: --hf-dataset (datasets) and .parquet sources (pyarrow)
