@@ -6,6 +6,8 @@
 #include <ATen/ATen.h>
 #include <c10/util/string_view.h>
 
+#include "common.h"
+
 namespace gpt_kernels {
 
 enum CeReduction : int { kCeNone = 0, kCeMean = 1, kCeSum = 2 };
@@ -33,9 +35,7 @@ inline void ce_check_inputs(const at::Tensor& logits, const at::Tensor& targets)
   const auto dt = logits.scalar_type();
   TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf || dt == at::kDouble,
               "cross_entropy: logits must be float32, bfloat16, float16 or float64, got ", dt);
-  TORCH_CHECK(logits.device() == targets.device(), "cross_entropy: logits are on ",
-              logits.device(), " but targets are on ", targets.device(),
-              "; both must be on the same device");
+  check_same_device("cross_entropy", {{"logits", logits}, {"targets", targets}});
 }
 
 // The arguments of the backward op: grad (N, V) as made by the forward, grad_loss of the loss's

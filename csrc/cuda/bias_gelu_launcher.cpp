@@ -8,22 +8,10 @@
 
 #include "../bias_gelu.h"
 #include "bias_gelu_cuda.h"
+#include "common_cuda.h"
 
 namespace gpt_kernels {
-static_assert(kBiasGeluRowBlock == kBiasGeluCudaRowBlock,
-              "the workspace (launcher) and the kernels must block the rows alike");
 namespace {
-
-int dtype_code(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return kGeluF32;
-    case at::kDouble: return kGeluF64;
-    case at::kHalf: return kGeluF16;
-    case at::kBFloat16: return kGeluBF16;
-    default: TORCH_CHECK(false, "bias_gelu: unsupported dtype ", t, "; supported: float32, float64, float16, bfloat16");
-  }
-  return -1;
-}
 
 at::Tensor bias_gelu_cuda_op(const at::Tensor& x_in, const at::Tensor& bias_in,
                              c10::string_view approximate) {
@@ -39,10 +27,9 @@ at::Tensor bias_gelu_cuda_op(const at::Tensor& x_in, const at::Tensor& bias_in,
   p.out = out.data_ptr();
   p.n = x.size(-1);
   p.rows = x.numel() / p.n;
-  p.dtype = dtype_code(x.scalar_type());
+  p.dtype = dtype_code(x.scalar_type(), "bias_gelu");
   p.approximate = tanh ? 1 : 0;
-  const cudaError_t err = bias_gelu_forward_cuda(p, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "bias_gelu forward kernel launch failed: ", cudaGetErrorString(err));
+  check_launch(bias_gelu_forward_cuda(p, c10::cuda::getCurrentCUDAStream()), "bias_gelu forward");
   return out;
 }
 
@@ -65,14 +52,12 @@ std::tuple<at::Tensor, at::Tensor> bias_gelu_backward_cuda_op(const at::Tensor& 
   p.grad_bias = grad_bias.data_ptr();
   p.n = x.size(-1);
   p.rows = x.numel() / p.n;
-  p.dtype = dtype_code(x.scalar_type());
+  p.dtype = dtype_code(x.scalar_type(), "bias_gelu");
   p.approximate = tanh ? 1 : 0;
   const int64_t blocks = (p.rows + kBiasGeluRowBlock - 1) / kBiasGeluRowBlock;
-  const auto acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  auto partial = at::empty({blocks, p.n}, x.options().dtype(acc_dtype));
+  auto partial = at::empty({blocks, p.n}, x.options().dtype(acc_dtype(x.scalar_type())));
   p.partial = partial.data_ptr();
-  const cudaError_t err = bias_gelu_backward_cuda(p, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "bias_gelu backward kernel launch failed: ", cudaGetErrorString(err));
+  check_launch(bias_gelu_backward_cuda(p, c10::cuda::getCurrentCUDAStream()), "bias_gelu backward");
   return {grad_x, grad_bias};
 }
 

@@ -54,7 +54,7 @@ CU_FLAGS = ["-x", "c++", "-D__CUDACC__", "-D__CUDA_ARCH__=800", "-include", os.p
 
 # op -> its kernel file in csrc/cuda
 OPS = {"cross_entropy": "cross_entropy.cu", "dropout_add": "dropout_add.cu", "bias_gelu": "bias_gelu.cu",
-       "causal_attention": "causal_attention_kernels.cu"}
+       "causal_attention": "causal_attention.cu"}
 
 
 def unavailable():
