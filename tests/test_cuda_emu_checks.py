@@ -3,12 +3,12 @@ torch's, WMMA against a float64 matmul, shuffles), each error it must report, an
 copies of our real kernel files that the race check and the memory check must catch.
 
 Planted bugs (each in a copy of csrc/ under a temp dir; the working tree is untouched):
-  bias_gelu.cu          the one __syncthreads of the bias-gradient reduction removed   -> RaceError
-  causal_attention.cu  the __syncwarp between S = Q K^T and the softmax removed -> RaceError
-  causal_attention.cu  the __syncthreads before the next K, V tiles removed      -> RaceError
-  bias_gelu.cu          that __syncthreads moved under `if (group == 0)`                -> divergent barrier
-  dropout_add.cu        the scalar loop's bound `n0 + e < n` made `<=`: reads x[n]      -> out-of-bounds read
-  causal_attention.cu  delta_s[row + 1]: a load past the end of shared memory -> out-of-bounds read
+  bias_gelu.cu         the one __syncthreads of the bias-gradient reduction removed    -> RaceError
+  causal_attention.cu  the __syncwarp between S = Q K^T and the softmax removed        -> RaceError
+  causal_attention.cu  the __syncthreads before the next K, V tiles removed             -> RaceError
+  bias_gelu.cu         that __syncthreads moved under `if (group == 0)`                 -> divergent barrier
+  dropout_add.cu       the scalar loop's bound `n0 + e < n` made `<=`: reads x[n]       -> out-of-bounds read
+  causal_attention.cu  delta_s[row + 1]: a load past the end of shared memory           -> out-of-bounds read
 """
 import ctypes
 import math

@@ -13,6 +13,18 @@
 namespace gpt_kernels {
 namespace {
 
+// x (rows, n) and bias (n,), contiguous; the outputs are the caller's to fill in.
+BiasGeluParams make_params(const at::Tensor& x, const at::Tensor& bias, bool tanh) {
+  BiasGeluParams p{};
+  p.x = x.data_ptr();
+  p.bias = bias.data_ptr();
+  p.n = x.size(-1);
+  p.rows = x.numel() / p.n;
+  p.dtype = dtype_code(x.scalar_type(), "bias_gelu");
+  p.approximate = tanh ? 1 : 0;
+  return p;
+}
+
 at::Tensor bias_gelu_cuda_op(const at::Tensor& x_in, const at::Tensor& bias_in,
                              c10::string_view approximate) {
   check_bias_gelu_inputs(x_in, bias_in, "bias_gelu");
@@ -21,14 +33,8 @@ at::Tensor bias_gelu_cuda_op(const at::Tensor& x_in, const at::Tensor& bias_in,
   const at::Tensor x = x_in.contiguous(), bias = bias_in.contiguous();
   auto out = at::empty(x.sizes(), x.options());
   if (x.numel() == 0) return out;
-  BiasGeluParams p{};
-  p.x = x.data_ptr();
-  p.bias = bias.data_ptr();
+  BiasGeluParams p = make_params(x, bias, tanh);
   p.out = out.data_ptr();
-  p.n = x.size(-1);
-  p.rows = x.numel() / p.n;
-  p.dtype = dtype_code(x.scalar_type(), "bias_gelu");
-  p.approximate = tanh ? 1 : 0;
   check_launch(bias_gelu_forward_cuda(p, c10::cuda::getCurrentCUDAStream()), "bias_gelu forward");
   return out;
 }
@@ -44,16 +50,10 @@ std::tuple<at::Tensor, at::Tensor> bias_gelu_backward_cuda_op(const at::Tensor& 
   auto grad_x = at::empty(x.sizes(), x.options());
   if (x.numel() == 0) return {grad_x, at::zeros_like(bias, at::MemoryFormat::Contiguous)};
   auto grad_bias = at::empty(bias.sizes(), bias.options());
-  BiasGeluParams p{};
-  p.x = x.data_ptr();
-  p.bias = bias.data_ptr();
+  BiasGeluParams p = make_params(x, bias, tanh);
   p.grad_out = grad.data_ptr();
   p.out = grad_x.data_ptr();
   p.grad_bias = grad_bias.data_ptr();
-  p.n = x.size(-1);
-  p.rows = x.numel() / p.n;
-  p.dtype = dtype_code(x.scalar_type(), "bias_gelu");
-  p.approximate = tanh ? 1 : 0;
   const int64_t blocks = (p.rows + kBiasGeluRowBlock - 1) / kBiasGeluRowBlock;
   auto partial = at::empty({blocks, p.n}, x.options().dtype(acc_dtype(x.scalar_type())));
   p.partial = partial.data_ptr();

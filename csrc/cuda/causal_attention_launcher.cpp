@@ -20,7 +20,7 @@ namespace {
 // The kernels read 16-byte chunks of each row: every (b, h, t) row must start 16-byte aligned.
 at::Tensor aligned_rows(const at::Tensor& t) {
   at::Tensor x = last_dim_contiguous(t);
-  const bool aligned = reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 &&
+  const bool aligned = aligned16(x) &&
                        x.stride(0) % 8 == 0 && x.stride(1) % 8 == 0 && x.stride(2) % 8 == 0;
   // not x.contiguous(): that returns x itself when x is contiguous but its storage offset is
   // not a multiple of 8 elements (buf[1:].view(B, H, T, D)), and the 16-byte loads would fault

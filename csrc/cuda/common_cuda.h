@@ -1,5 +1,6 @@
 // The glue the CUDA launchers (csrc/cuda/<op>_launcher.cpp, compiled with torch) share on top
-// of ../common.h: the dropout draw from the CUDA generator and the check of a launch's error.
+// of ../common.h: the dropout draw from the CUDA generator, the 16-byte alignment the kernels
+// need, and the check of a launch's error.
 // (The kernels' own shared code, torch-free, is common.cuh.)
 #pragma once
 #include <ATen/ATen.h>
@@ -24,6 +25,12 @@ inline std::pair<uint64_t, uint64_t> cuda_philox_seed(const at::Device& device) 
       std::nullopt, at::cuda::detail::getDefaultCUDAGenerator(device.index()));
   std::lock_guard<std::mutex> lock(gen->mutex_);
   return gen->philox_engine_inputs(4);
+}
+
+// Whether t's data starts 16-byte aligned: the kernels move rows as 16-byte vectors (a GPU
+// faults on a misaligned one).
+inline bool aligned16(const at::Tensor& t) {
+  return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
 }
 
 // what: e.g. "bias_gelu forward" -> "bias_gelu forward kernel launch failed: <CUDA's error>".

@@ -71,7 +71,7 @@ at::Tensor ce_run_cuda(const at::Tensor& logits, const at::Tensor& targets, int6
 // offset is copied).
 at::Tensor aligned_contiguous(const at::Tensor& t) {
   at::Tensor c = t.contiguous();
-  if (reinterpret_cast<uintptr_t>(c.data_ptr()) % 16 != 0) c = c.clone();
+  if (!aligned16(c)) c = c.clone();
   return c;
 }
 
@@ -96,7 +96,7 @@ at::Tensor ce_fwd_inplace_cuda(at::Tensor& logits, const at::Tensor& targets_in,
   const int reduction = ce_reduction(reduction_name);
   c10::cuda::CUDAGuard guard(logits.device());
   const at::Tensor targets = targets_in.contiguous();
-  if (logits.is_contiguous() && reinterpret_cast<uintptr_t>(logits.data_ptr()) % 16 == 0) {
+  if (logits.is_contiguous() && aligned16(logits)) {
     at::Tensor grad = logits;
     return ce_run_cuda(logits, targets, ignore_index, reduction, &grad);
   }
@@ -135,8 +135,7 @@ void ce_regrad_cuda(at::Tensor& grad, const at::Tensor& logits_in, const at::Ten
   const at::Tensor factors = grad_loss.reshape({-1}).to(acc_dtype(grad.scalar_type())).contiguous();
   const at::Tensor logits = aligned_contiguous(logits_in), targets = targets_in.contiguous();
   // the kernel reads the logits and writes the gradient as 16-byte vectors at the same offsets
-  const bool direct = grad.is_contiguous() &&
-      reinterpret_cast<uintptr_t>(grad.data_ptr()) % 16 == 0;
+  const bool direct = grad.is_contiguous() && aligned16(grad);
   at::Tensor g = direct ? grad : grad.is_contiguous() ? grad.clone() : grad.contiguous();
   at::Tensor counts = at::empty({cuda::kCeCountsSize}, logits.options().dtype(at::kInt));
   cuda::CeForwardArgs a;
