@@ -79,6 +79,11 @@ inline void check_probability(const char* op, const char* name, double p, const 
   TORCH_CHECK(p >= 0.0 && p < 1.0, op, ": ", name, " must be in [0, 1), got ", p, suffix);
 }
 
+// An optional tensor argument made contiguous (the kernels index flat arrays).
+inline std::optional<at::Tensor> contiguous_or_none(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
+}
+
 // ---------------------------------------------------------------------------------------------
 // dtypes
 

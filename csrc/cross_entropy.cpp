@@ -267,7 +267,7 @@ void ce_scale_grad_cpu(at::Tensor& grad, const at::Tensor& grad_loss, const at::
                        int64_t ignore_index, c10::string_view reduction_name) {
   const int reduction = ce_reduction(reduction_name);
   ce_check_scale_args(grad, grad_loss, targets_in, reduction);
-  const at::Tensor scales = grad_loss.reshape({-1}).to(acc_dtype(grad.scalar_type())).contiguous();
+  const at::Tensor scales = ce_upstream_factors(grad_loss, grad);
   const at::Tensor targets = targets_in.contiguous();
   if (reduction != kCeNone && scales.item<double>() == 1.0) return;  // the usual case: free
   at::Tensor g = grad.is_contiguous() ? grad : grad.contiguous();
@@ -301,7 +301,7 @@ void ce_regrad_cpu(at::Tensor& grad, const at::Tensor& logits_in, const at::Tens
   const int reduction = ce_reduction(reduction_name);
   ce_check_inputs(logits_in, targets_in);
   ce_check_regrad_args(grad, logits_in, grad_loss, targets_in, reduction);
-  const at::Tensor factors = grad_loss.reshape({-1}).to(acc_dtype(grad.scalar_type())).contiguous();
+  const at::Tensor factors = ce_upstream_factors(grad_loss, grad);
   if (reduction != kCeNone && factors.item<double>() == 1.0) return;  // the usual case: free
   const at::Tensor targets = targets_in.contiguous();
   const int64_t V = logits_in.size(1);

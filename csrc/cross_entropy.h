@@ -53,6 +53,12 @@ inline void ce_check_scale_args(const at::Tensor& grad, const at::Tensor& grad_l
               "cross_entropy backward: grad, upstream gradient and targets must share a device");
 }
 
+// The upstream gradient of the backward ops as a flat, contiguous array in the arithmetic type
+// of grad (fp32; fp64 for fp64): one factor per row for "none", a single one otherwise.
+inline at::Tensor ce_upstream_factors(const at::Tensor& grad_loss, const at::Tensor& grad) {
+  return grad_loss.reshape({-1}).to(acc_dtype(grad.scalar_type())).contiguous();
+}
+
 // The arguments of the 16-bit backward (cross_entropy_regrad_): grad as made by the forward from
 // these logits, and the upstream gradient.
 inline void ce_check_regrad_args(const at::Tensor& grad, const at::Tensor& logits,

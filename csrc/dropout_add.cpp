@@ -119,8 +119,7 @@ std::tuple<at::Tensor, at::Tensor> dropout_add_forward_cpu(const at::Tensor& x_i
                                                            double p, std::optional<int64_t> seed_arg) {
   check_dropout_add_forward(x_in, residual_in, p);
   const at::Tensor x = x_in.contiguous();
-  const std::optional<at::Tensor> residual =
-      residual_in.has_value() ? std::optional<at::Tensor>(residual_in->contiguous()) : std::nullopt;
+  const std::optional<at::Tensor> residual = contiguous_or_none(residual_in);
   const auto out_dtype = residual.has_value() ? residual->scalar_type() : x.scalar_type();
   auto out = at::empty(x.sizes(), x.options().dtype(out_dtype));
   const auto [seed, offset, rng_state] = dropout_seed(p, seed_arg, cpu_philox_seed);

@@ -1,5 +1,6 @@
 // Interface between the torch-free CUDA kernels of bias_gelu (bias_gelu.cu) and their launcher
-// (bias_gelu_launcher.cpp, which includes torch). Only CUDA runtime types here.
+// (bias_gelu_launcher.cpp, which includes torch). Only CUDA runtime types and torch-free
+// headers here.
 #pragma once
 #include <cuda_runtime_api.h>
 

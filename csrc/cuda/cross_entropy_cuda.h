@@ -1,5 +1,6 @@
 // The interface between the torch-free CUDA kernels (cross_entropy.cu, which compiles in
-// seconds) and their torch launcher (cross_entropy_launcher.cpp). Only CUDA runtime types here.
+// seconds) and their torch launcher (cross_entropy_launcher.cpp). Only CUDA runtime types and
+// torch-free headers here.
 #pragma once
 
 #include <cuda_runtime_api.h>

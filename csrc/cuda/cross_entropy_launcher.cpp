@@ -111,7 +111,7 @@ void ce_scale_grad_cuda(at::Tensor& grad, const at::Tensor& grad_loss, const at:
   const int reduction = ce_reduction(reduction_name);
   ce_check_scale_args(grad, grad_loss, targets_in, reduction);
   c10::cuda::CUDAGuard guard(grad.device());
-  const at::Tensor scales = grad_loss.reshape({-1}).to(acc_dtype(grad.scalar_type())).contiguous();
+  const at::Tensor scales = ce_upstream_factors(grad_loss, grad);
   const at::Tensor targets = targets_in.contiguous();
   at::Tensor g = grad.is_contiguous() ? grad : grad.contiguous();
   check_launch(cuda::ce_scale_grad(g.data_ptr(), scales.data_ptr(), reduction == kCeNone,
@@ -132,7 +132,7 @@ void ce_regrad_cuda(at::Tensor& grad, const at::Tensor& logits_in, const at::Ten
   ce_check_inputs(logits_in, targets_in);
   ce_check_regrad_args(grad, logits_in, grad_loss, targets_in, reduction);
   c10::cuda::CUDAGuard guard(grad.device());
-  const at::Tensor factors = grad_loss.reshape({-1}).to(acc_dtype(grad.scalar_type())).contiguous();
+  const at::Tensor factors = ce_upstream_factors(grad_loss, grad);
   const at::Tensor logits = aligned_contiguous(logits_in), targets = targets_in.contiguous();
   // the kernel reads the logits and writes the gradient as 16-byte vectors at the same offsets
   const bool direct = grad.is_contiguous() && aligned16(grad);

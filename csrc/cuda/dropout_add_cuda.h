@@ -1,5 +1,6 @@
 // Interface between the torch-free CUDA kernels of dropout_add (dropout_add.cu) and their
-// launcher (dropout_add_launcher.cpp, which includes torch). Only CUDA runtime types here.
+// launcher (dropout_add_launcher.cpp, which includes torch). Only CUDA runtime types and
+// torch-free headers here.
 #pragma once
 #include <cuda_runtime_api.h>
 
