@@ -22,9 +22,11 @@ Environment variables:
     CUDA_HOME                 the CUDA toolkit; found from nvcc or /usr/local/cuda when unset
     MAX_JOBS                  parallel compile jobs (ninja)
 
-Layout: csrc/*.cpp are the op declarations and CPU kernels; csrc/cuda/*.cu are CUDA kernels
-that include only CUDA headers (they compile in seconds), and csrc/cuda/*.cpp the thin
-launchers that register them with PyTorch.
+Layout (csrc/README.md): one stem per op. csrc/module.cpp declares every op; csrc/<op>.cpp is
+its CPU kernel, csrc/cuda/<op>.cu its CUDA kernels (CUDA headers only: they compile in seconds)
+and csrc/cuda/<op>_launcher.cpp the thin launcher that registers them with PyTorch. The sources
+are found by these patterns (csrc/*.cpp; with CUDA also csrc/cuda/*.cpp and csrc/cuda/*.cu), so a
+new op needs no change here.
 """
 import copy
 import glob

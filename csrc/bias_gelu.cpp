@@ -16,18 +16,13 @@
 // the traffic on a small CPU: the float path runs 8 lanes of AVX2 with its own exp. The tanh
 // form needs the same exp and one divide (gelu_math.h), and no erfc polynomial.
 //
-// Measured (2026-11-26, 2-thread EPYC, (8192, 1536) fp32): per element in cache on one thread,
-// forward 0.58 ns (torch's gelu alone 0.57), backward 0.74 ns (torch's gelu_backward alone 0.91);
-// an earlier erfc, exp(-a^2 + P(t)) as in Numerical Recipes, needed a second exp for gelu' and
-// ran at 0.82 / 1.14 ns. From fresh 50 MB tensors (bench/gelu_bench.py) page faults dominate:
-// fwd+bwd 53.9 ms vs 74.4 ms for F.gelu(x + b); with the Linear around it 244 vs 248 ms. In the
-// training step (default config, batch 32) it saved 1.1%: 3928 vs 3971 ms, paired rounds.
-//
 // dtypes: float32 (AVX2), float64 (the C library's erfc, the accuracy reference), bfloat16 and
 // float16 through float. x and bias of one dtype; out and grad_x in it, grad_bias in bias's.
 //
-// Check:     python -m pytest tests/test_bias_gelu.py
-// Benchmark: python bench/gelu_bench.py
+// History of the versions and their timings: bench/results/NOTES.md.
+//
+// Check: python -m pytest tests/test_bias_gelu.py
+// Bench: python bench/bias_gelu_bench.py
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -195,20 +190,18 @@ void backward_row(const double* g, const double* x, const double* b, double* gra
   }
 }
 
-// float32 and float64 run in their own type; bfloat16 and float16 go through float rows.
-template <typename T>
-using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
-
+// float32 and float64 run in their own type (acc_type, common.h); bfloat16 and float16 go
+// through float rows.
 template <typename T>
 constexpr bool kNative = std::is_same_v<T, float> || std::is_same_v<T, double>;
 
 template <typename T>
-void to_acc_row(const T* src, acc_t<T>* dst, int64_t n) {
-  for (int64_t c = 0; c < n; ++c) dst[c] = static_cast<acc_t<T>>(src[c]);
+void to_acc_row(const T* src, acc_type<T>* dst, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) dst[c] = static_cast<acc_type<T>>(src[c]);
 }
 
 template <typename T>
-void from_acc_row(const acc_t<T>* src, T* dst, int64_t n) {
+void from_acc_row(const acc_type<T>* src, T* dst, int64_t n) {
   for (int64_t c = 0; c < n; ++c) dst[c] = static_cast<T>(src[c]);
 }
 
@@ -217,7 +210,7 @@ int64_t row_grain(int64_t n) { return std::max<int64_t>(1, 65536 / std::max<int6
 
 template <typename T>
 void forward_cpu(const T* x, const T* bias, T* out, int64_t rows, int64_t n, bool tanh) {
-  using A = acc_t<T>;
+  using A = acc_type<T>;
   std::vector<A> b(bias, bias + n);  // the bias in the arithmetic type, once
   at::parallel_for(0, rows, row_grain(n), [&](int64_t begin, int64_t end) {
     if constexpr (kNative<T>) {
@@ -236,7 +229,7 @@ void forward_cpu(const T* x, const T* bias, T* out, int64_t rows, int64_t n, boo
 template <typename T>
 void backward_cpu(const T* grad, const T* x, const T* bias, T* grad_x, T* grad_bias, int64_t rows,
                   int64_t n, bool tanh) {
-  using A = acc_t<T>;
+  using A = acc_type<T>;
   std::vector<A> b(bias, bias + n);
   const int64_t blocks = (rows + kBiasGeluRowBlock - 1) / kBiasGeluRowBlock;
   std::vector<A> partial(static_cast<size_t>(blocks) * n, A(0));  // (blocks, n)

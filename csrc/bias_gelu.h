@@ -1,17 +1,15 @@
-// Argument checks of bias_gelu, shared by its CPU kernel (csrc/bias_gelu.cpp) and its CUDA
-// launcher (csrc/cuda/bias_gelu_launcher.cpp), and the row blocking both backends use.
+// bias_gelu: the argument checks shared by its CPU kernel (csrc/bias_gelu.cpp) and its CUDA
+// launcher (csrc/cuda/bias_gelu_launcher.cpp). The formulas and the row blocking of the bias
+// gradient (kBiasGeluRowBlock) both backends use are in gelu_math.h.
 #pragma once
 #include <ATen/ATen.h>
 
-#include <cstdint>
 #include <string_view>
 
-namespace gpt_kernels {
+#include "common.h"
+#include "gelu_math.h"
 
-// The backward sums grad_x over blocks of this many rows into one fp32 partial row each
-// (CPU task = CUDA thread block row), then sums the partial rows in a fixed order: the bias
-// gradient does not depend on the number of threads.
-constexpr int64_t kBiasGeluRowBlock = 32;
+namespace gpt_kernels {
 
 inline void check_bias_gelu_inputs(const at::Tensor& x, const at::Tensor& bias, const char* op) {
   TORCH_CHECK(x.dim() >= 1, op, ": x must have at least one dimension (..., N), got a scalar");
@@ -19,13 +17,10 @@ inline void check_bias_gelu_inputs(const at::Tensor& x, const at::Tensor& bias, 
   TORCH_CHECK(bias.size(0) == x.size(-1), op, ": bias has ", bias.size(0),
               " elements but x's last dimension is ", x.size(-1), " (x ", x.sizes(),
               "); the bias is added along the last dimension");
-  TORCH_CHECK(x.device() == bias.device(), op, ": x and bias must be on the same device; got x on ",
-              x.device(), ", bias on ", bias.device());
-  TORCH_CHECK(at::isFloatingType(x.scalar_type()), op,
-              ": x must be a floating-point tensor, got ", x.scalar_type());
-  TORCH_CHECK(x.scalar_type() == bias.scalar_type(), op, ": x and bias must have the same dtype; got x ",
-              x.scalar_type(), ", bias ", bias.scalar_type(),
-              " (cast one, e.g. bias.to(x.dtype); under torch.autocast on CUDA both become bfloat16)");
+  check_same_device(op, {{"x", x}, {"bias", bias}});
+  check_floating(op, "x", x);
+  check_same_dtype(op, {{"x", x}, {"bias", bias}},
+                   " (cast one, e.g. bias.to(x.dtype); under torch.autocast on CUDA both become bfloat16)");
 }
 
 // approximate: "none" (the exact erf GELU) or "tanh" (its tanh approximation), as F.gelu takes

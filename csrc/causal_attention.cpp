@@ -1,84 +1,47 @@
-// Fused causal attention with in-kernel dropout: the CPU kernel (fp32, fp64) and the op glue
-// shared by both backends (argument checks, the composite causal_attention, the debug mask op).
-// The CUDA twin is csrc/cuda/causal_attention_kernels.cu (same formulas, same dropout mask).
+// Fused causal attention with in-kernel dropout: the CPU kernel (fp32, fp64) and the composite
+// ops of both backends. The CUDA twin is csrc/cuda/causal_attention.cu (same formulas, same mask).
 //
 // Algorithm (FlashAttention-2, Dao 2023), per head, scale s = 1/sqrt(D) by default:
-//   forward   for each tile of BR = 64 query rows i, stream the key/value tiles of columns
-//             j <= i (tiles wholly above the diagonal are skipped):
-//               S = s * Q_i K_j^T                              (gemm)
-//               m' = max(m, rowmax S);  P = exp(S - m');  l = l * exp(m - m') + rowsum P
-//               O = O * exp(m - m') + (P o Z) V_j              (gemm; Z = dropout mask / (1-p))
-//             then O /= l and lse = m + log l. Written: O (B,H,T,D) and lse (B,H,T), fp32 (fp64
-//             for fp64 inputs); the (T,T) probabilities never exist beyond one tile.
-//   backward  delta_i = rowsum(dO_i o O_i); for each key tile j, for the query rows i >= j:
-//               P = exp(s * Q_i K_j^T - lse_i)   (recomputed; causal mask on the diagonal block)
-//               dV_j += (P o Z)^T dO_i
-//               dP = (dO_i V_j^T) o Z;  dS = P o (dP - delta_i)
-//               dK_j += s * dS^T Q_i;   dQ_i += s * dS K_j
-//             Z is regenerated from (seed, offset, b, h, i, j) by csrc/philox_dropout.h.
-//   Rows never go fully masked: column 0 <= i is valid in every causal row, so m is finite
-//   after the first tile, l >= 1, and no -inf/NaN handling is needed.
-//   Causal FLOPs: forward 2 gemms of 2*T*T*D/2 each = 2*B*H*T*T*D; backward 5 gemms = 2.5x.
-//   Memory traffic: forward reads q (once), k and v (once per query tile, from cache at these
-//   sizes), writes out + lse; backward reads k, v once, q, dout once per key tile, out once,
-//   writes dq, dk, dv. (32, 6, 256, 64) fp32: 12.6 MB per tensor, about 100 MB in all.
+//   forward   per tile of BR = 64 query rows i, stream the key/value tiles of columns j <= i:
+//               S = s Q_i K_j^T;  m' = max(m, rowmax S);  P = exp(S - m')
+//               l = l exp(m - m') + rowsum P;  O = O exp(m - m') + (P o Z) V_j
+//             then O /= l, lse = m + log l (fp32; fp64 for fp64). Z = dropout mask / (1 - p).
+//   backward  delta_i = rowsum(dO_i o O_i); per key tile j, for the query rows i >= j:
+//               P = exp(s Q_i K_j^T - lse_i) (recomputed),  dV_j += (P o Z)^T dO_i
+//               dS = P o ((dO_i V_j^T) o Z - delta_i),  dK_j += s dS^T Q_i,  dQ_i += s dS K_j
+//   Z is regenerated from (seed, offset, b, h, i, j) (philox_dropout.h), never stored; column 0
+//   is valid in every causal row, so no row is ever fully masked (no -inf/NaN handling).
+// FLOPs: forward 2*B*H*T*T*D, backward 2.5x. Memory traffic: forward reads q once, k and v once
+// per query tile (from cache at these sizes), writes out + lse; backward reads k, v once, q and
+// dout once per key tile, out once, writes dq, dk, dv. The (T, T) matrices never exist.
 //
-// CPU mapping: the tile products run through the BLAS sgemm that torch links (MKL on x86
-// wheels) on raw pointers with the tensors' row strides, so non-contiguous q, k, v (e.g.
-// .view(B,T,H,D).transpose(1,2)) are read in place. Tiles: forward BR = 64 query rows against
-// key tiles of up to 256 columns clipped at the causal limit (same online softmax; wider tiles
-// mean fewer, larger gemms); backward key tiles of BC = 64 columns against the whole strip of
-// query rows below them (one gemm per product per key tile). The softmax, mask and dropout
-// pass is a plain loop with a polynomial exp that gcc vectorises (AVX2). Parallel:
-// at::parallel_for over (b, h, query tile) forward, over (b, h) backward (each head's dq
-// accumulated by the thread that owns the head: no atomics).
-// Dropout: one Philox4x32-10 call gives the keep bits of 8 neighbouring elements; 8 calls run
-// side by side in AVX2 lanes and the factors of 64 columns never leave registers until stored.
-// p = 0 is a separate template instance with no dropout code.
+// CPU mapping, and why: the tile products go through the BLAS sgemm torch links (MKL on x86) on
+// raw pointers with the tensors' row strides, so strided q, k, v are read in place. The forward
+// streams key tiles of up to 256 columns (fewer, larger gemms run closer to sgemm's peak; the
+// causal waste stays within one 64 x 64 diagonal block); the backward runs each key tile of 64
+// columns against its whole strip of query rows (one gemm per product per key tile). Softmax,
+// mask and dropout are a plain loop with a polynomial exp that gcc vectorises; Philox runs 8
+// calls side by side in AVX2 lanes (philox_cpu.h). p = 0 is its own template instance.
+// Parallel over (b, h, query tile) forward and (b, h) backward: a head's dq is accumulated by
+// the thread that owns the head, no atomics. causal_attention_qkv runs the same kernels on
+// (B, H, T, D) views of qkv (B, T, 3C), out (B, T, C) and grad_qkv: every output is indexed by
+// its own row strides (RowStrides), so no layout needs a copy.
+// History of the versions and their timings: bench/results/NOTES.md.
 //
-// causal_attention_qkv: the same kernels on (B, H, T, D) views of qkv (B, T, 3C) and of out
-// (B, T, C), and the gradient written into a (B, T, 3C) tensor through such views: every
-// output is indexed by its own row strides (RowStrides), so no layout needs a copy. In the
-// training step (default config, batch 32) that removed 24 transposing copies and 6
-// concatenations of dq, dk, dv (~100 ms of 3.9 s in the profile): 3909 vs 4004 ms per step,
-// median of 8 paired rounds.
-//
-// Check:     python -m pytest tests/test_attention.py
-// Benchmark: python bench/attn_bench.py [--device cpu|cuda] [--quick]
-//
-// Versions that mattered, (32, 6, 256, 64) fp32, ONE thread, median ms (shared 2-core AMD EPYC,
-// other jobs running: +-10%); forward / backward, dropout 0 | 0.1:
-//   v1 64 x 64 tiles, sgemm per tile, scalar exp/max/sum loops   52 / -
-//   v2 exp as a branch-free polynomial (a float compare or float->int conversion in the loop
-//      kept gcc from vectorising it: both may trap), omp simd reductions      38 / -  |  - / 124
-//   v3 backward: whole query strip per key tile (5 gemms per key tile)         - / 75 | - / 95
-//   v4 Philox with AVX2 intrinsics, 8 counters at once (gcc's vectorisation
-//      of the scalar loop was ~3x slower)                                      37 / 76 | 49 / 90
-//   v5 forward key tiles of 256 columns                                        36 / 76 | 49 / 90
-//   v6 dropout factors in registers: 16-bit compares + 8x8 transpose (the
-//      per-column word select gcc made of the scalar loop was 3/4 of the time:
-//      120 -> 34 ns per 64 columns)                                            37 / 76 | 43 / 81
-//   (tried: backward key tiles of 128 columns: 90-96 / 110, worse: the half-masked diagonal
-//   blocks double in size while the gemms gain little)
-// 2 threads, fwd+bwd: half the one-thread sums (about 56 ms at p = 0, 62 ms at p = 0.1) is what
-// a quiet machine should show (not measured: this one was shared); the floor is about 40 ms
-// (5.6 GFLOP at 155 GFLOP/s sgemm). bench/results/attn_bench_cpu-2threads.md has the table.
-// Left on the table: the 64 x 64 x 64 gemms run MKL at ~60% of its large-matrix rate (packing
-// per call); a register-blocked AVX2 micro-kernel fused with the softmax would save the packing
-// and the S round trip through memory.
+// Check: python -m pytest tests/test_causal_attention.py
+// Bench: python bench/causal_attention_bench.py [--device cpu|cuda] [--quick]
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <limits>
-#include <mutex>
 #include <type_traits>
 #include <vector>
 
-#include "causal_attention_checks.h"
+#include "causal_attention.h"
+#include "common.h"
 #include "philox_cpu.h"
 #include "philox_dropout.h"
 
@@ -375,12 +338,7 @@ std::tuple<at::Tensor, at::Tensor> run_forward(const at::Tensor& q, const at::Te
                                                std::optional<int64_t> seed_arg) {
   const Dims d = dims_of(q, k, v);
   auto lse = at::empty({d.B, d.H, d.T}, q.options());  // fp32, or fp64 for fp64 inputs
-  uint64_t seed = 0, offset = 0;
-  if (dropout_p > 0) {
-    if (seed_arg.has_value()) seed = static_cast<uint64_t>(*seed_arg);
-    else std::tie(seed, offset) = cpu_philox_seed();
-  }
-  auto rng_state = make_rng_state(seed, offset);
+  const auto [seed, offset, rng_state] = dropout_seed(dropout_p, seed_arg, cpu_philox_seed);
   if (d.T == 0 || d.B * d.H == 0) return {lse, rng_state};
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "causal_attention_forward_cpu", [&] {
     const auto run = dropout_p > 0 ? forward_cpu<scalar_t, true> : forward_cpu<scalar_t, false>;
@@ -469,16 +427,14 @@ at::Tensor causal_attention_qkv_backward_cpu(const at::Tensor& dout_in, const at
 }
 
 // The public op: checks, default scale, and the forward (whose autograd formula is registered
-// in gpt_kernels/attention.py). Composite, so it runs for every backend.
+// in gpt_kernels/causal_attention.py). Composite, so it runs for every backend.
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             double dropout_p, std::optional<double> scale) {
   check_attention_inputs(q, k, v, dropout_p, "causal_attention");
   const double s = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(q.size(3)));
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("gpt_kernels::causal_attention_forward", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-                           const at::Tensor&, const at::Tensor&, const at::Tensor&, double, double,
-                           std::optional<int64_t>)>();
+  static const auto op = typed_op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, double, double,
+      std::optional<int64_t>)>("gpt_kernels::causal_attention_forward");
   return std::get<0>(op.call(q, k, v, dropout_p, s, std::nullopt));
 }
 
@@ -487,10 +443,9 @@ at::Tensor causal_attention_qkv(const at::Tensor& qkv, int64_t n_head, double dr
   check_qkv_inputs(qkv, n_head, dropout_p, "causal_attention_qkv");
   const double head_dim = static_cast<double>(qkv.size(2) / (3 * n_head));
   const double s = scale.has_value() ? *scale : 1.0 / std::sqrt(head_dim);
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("gpt_kernels::causal_attention_qkv_forward", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-                           const at::Tensor&, int64_t, double, double, std::optional<int64_t>)>();
+  static const auto op = typed_op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+      const at::Tensor&, int64_t, double, double, std::optional<int64_t>)>(
+      "gpt_kernels::causal_attention_qkv_forward");
   return std::get<0>(op.call(qkv, n_head, dropout_p, s, std::nullopt));
 }
 
@@ -498,7 +453,7 @@ at::Tensor causal_attention_qkv(const at::Tensor& qkv, int64_t n_head, double dr
 // j <= i is meaningful). For tests and for reading the algorithm.
 at::Tensor causal_attention_dropout_mask(int64_t B, int64_t H, int64_t T, double dropout_p,
                                          const at::Tensor& rng_state) {
-  TORCH_CHECK(dropout_p >= 0 && dropout_p < 1, "causal_attention_dropout_mask: dropout_p must be in [0, 1), got ", dropout_p);
+  check_probability("causal_attention_dropout_mask", "dropout_p", dropout_p);
   const auto [seed, offset] = read_rng_state(rng_state, "causal_attention");
   auto mask = at::empty({B, H, T, T}, at::TensorOptions().dtype(at::kBool));
   bool* m = mask.data_ptr<bool>();

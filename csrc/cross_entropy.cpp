@@ -9,52 +9,29 @@
 //   2. e_j = exp(x_j - m), s = sum_j e_j               (reads the row again, from L1/L2; e_j is
 //      written to the gradient row itself for fp32/fp64, to a per-thread scratch row otherwise)
 //   3. loss = m + log(s) - x_t
-//   4. g_j = e_j * scale/s, then g_t -= scale          (the gradient row, still in cache)
-// The gradient is made in the same pass as the loss (as llm.c's fused classifier does) for an
-// upstream gradient of 1; no probability or log-softmax tensor is ever made. Ignored rows get
-// loss 0 and a zero gradient row. A row of -inf everywhere gives nan, like torch.
+//   4. g_j = e_j * scale/s, then g_t -= scale          (the gradient row, still in cache; fp32
+//      streams it out with non-temporal stores: no read-for-ownership of its cache lines)
+// Ignored rows get loss 0 and a zero gradient row. A row of -inf everywhere gives nan, like torch.
 //
 // Memory traffic (N x V logits of E bytes): forward with gradient reads the logits once from
-// DRAM and writes the gradient once: 2*N*V*E bytes (the row's second read and the rescale in
-// step 4 hit the cache: a V = 50257 fp32 row is 200 KB). Loss only: N*V*E. The backward
-// (cross_entropy_scale_grad_) is free when the upstream gradient is 1 (the usual loss.backward()
-// of a "mean" or "sum" loss); otherwise it rescales the gradient in place (one more read and
-// write of the gradient; about what recomputing it from saved log-sum-exps would cost).
-// torch eager, for comparison, writes log_softmax (N x V), reads it back, and in the backward
-// writes a one-hot-like gradient and the final gradient: about 4x the traffic and 2x the memory.
+// DRAM and writes the gradient once: 2*N*V*E bytes, the floor for a loss whose gradient must be
+// written (torch eager writes and rereads log_softmax and a one-hot-like gradient: about 4x the
+// traffic, 2x the memory). Loss only: N*V*E. The backward (cross_entropy_scale_grad_) is free
+// for an upstream gradient of 1, else one more read and write of the gradient.
 //
-// Why the gradient is made in the forward and rescaled in the backward, rather than the forward
-// saving the per-row log-sum-exp and the backward recomputing softmax from the logits: in
-// training the upstream gradient of a mean loss is 1, so the fused forward is the whole job
-// (one read of the logits, one write of the gradient: the memory floor); saving lse would read
-// the logits twice from DRAM every step (50% more traffic) to make the rare "none"/scaled case
-// cheaper. Measured in bench/loss_bench.py.
+// Why the gradient is made in the forward (as llm.c's fused classifier does) rather than saving
+// the per-row log-sum-exp for the backward: in training the upstream gradient of a mean loss is
+// 1, so the fused forward is the whole job; saving lse would read the logits twice from DRAM
+// every step (50% more traffic) to make the rare "none"/scaled case cheaper.
+// History of the versions and their timings: bench/results/NOTES.md.
 //
 // Check: python -m pytest tests/test_cross_entropy.py   (float64 reference, gradcheck, opcheck)
 // Bench: python bench/loss_bench.py [--quick] [--device cpu]
-//
-// Versions that mattered, (8192, 1000) fp32, 1 thread, min of 40, on a 2-core AMD EPYC shared
-// with other jobs (torch eager forward+backward: 22.6 ms in the same runs):
-//   v1  at::vec without CPU_CAPABILITY_AVX2: Vectorized<float> silently scalar, exp via std::exp
-//       in a loop: forward alone 64 ms, slower than eager
-//   v2  AVX2 Vectorized, exp_u20, gradient staged in the gradient row: forward 5.4 ms,
-//       forward with gradient 9.6 ms through autograd
-//   v3  autograd no longer materializes a zero N x V "gradient" for the saved-gradient output
-//       (set_materialize_grads(False)): forward+backward = the kernel, 7.0 ms
-//   v4  fp32 gradient staged in a per-thread scratch row and streamed out with non-temporal
-//       stores (no read-for-ownership of the gradient's lines): 6.8-7.0 ms at 1 thread; the
-//       forward alone (5.3 ms) is compute-bound on exp at 1 thread, memory-bound at 2.
-// Large N x V: the functional op then spends most of its time in the kernel's first touch of
-// its fresh gradient (page faults of a 1-2 GB mmap: ~0.3-0.5 ms per MB on that VM, system time),
-// which cross_entropy_inplace does not pay (3x faster at (8192, 50257) in the benchmark).
-// Transparent huge pages would cut it (torch's THP_MEM_ALLOC_ENABLE=1, for every provider); an
-// madvise(MADV_HUGEPAGE) of our own was tried and left out: once it stalled 4.5 s compacting.
-//
-// Vectorization: ATen's Vectorized<float> is 8-wide AVX2 only where CPU_CAPABILITY_AVX2 is
-// defined (ATen's build defines it per kernel file); otherwise it is a plain array looping over
-// std::exp, 6x slower here. setup.py compiles with -march=native, so turn it on when the
-// compiler may use AVX2 and FMA. (Double precision, used for gradcheck, stays scalar: its
-// vectorized exp would need Sleef, which libtorch does not export.)
+
+// ATen's Vectorized<float> is 8-wide AVX2 only where CPU_CAPABILITY_AVX2 is defined (ATen's
+// build defines it per kernel file); otherwise it is a plain array looping over std::exp, 6x
+// slower. setup.py compiles with -march=native: turn it on when the compiler may use AVX2 and
+// FMA. (fp64, used for gradcheck, stays scalar: its vectorized exp would need Sleef.)
 #if defined(__AVX2__) && defined(__FMA__) && !defined(CPU_CAPABILITY_AVX2)
 #define CPU_CAPABILITY AVX2
 #define CPU_CAPABILITY_AVX2
@@ -221,10 +198,9 @@ int64_t check_targets_cpu(const at::Tensor& targets, int64_t V, int64_t ignore_i
 at::Tensor ce_run_cpu(const at::Tensor& logits, const at::Tensor& targets, int64_t ignore_index,
                       int reduction, int64_t n_valid, at::Tensor* grad) {
   const int64_t N = logits.size(0), V = logits.size(1);
-  const auto acc_type = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor row_loss = at::empty({N}, logits.options().dtype(acc_type));
+  at::Tensor row_loss = at::empty({N}, logits.options().dtype(acc_dtype(logits.scalar_type())));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, logits.scalar_type(), "ce_cpu", [&] {
-    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    using acc_t = acc_type<scalar_t>;
     const scalar_t* x = logits.data_ptr<scalar_t>();
     scalar_t* g = grad ? grad->data_ptr<scalar_t>() : nullptr;
     const int64_t* t = targets.data_ptr<int64_t>();
@@ -291,14 +267,13 @@ void ce_scale_grad_cpu(at::Tensor& grad, const at::Tensor& grad_loss, const at::
                        int64_t ignore_index, c10::string_view reduction_name) {
   const int reduction = ce_reduction(reduction_name);
   ce_check_scale_args(grad, grad_loss, targets_in, reduction);
-  const auto acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor scales = grad_loss.reshape({-1}).to(acc_type).contiguous();
+  const at::Tensor scales = ce_upstream_factors(grad_loss, grad);
   const at::Tensor targets = targets_in.contiguous();
   if (reduction != kCeNone && scales.item<double>() == 1.0) return;  // the usual case: free
   at::Tensor g = grad.is_contiguous() ? grad : grad.contiguous();
   const int64_t N = g.size(0), V = g.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g.scalar_type(), "ce_scale_cpu", [&] {
-    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    using acc_t = acc_type<scalar_t>;
     scalar_t* gp = g.data_ptr<scalar_t>();
     const acc_t* sp = scales.data_ptr<acc_t>();
     const int64_t* t = targets.data_ptr<int64_t>();
@@ -326,8 +301,7 @@ void ce_regrad_cpu(at::Tensor& grad, const at::Tensor& logits_in, const at::Tens
   const int reduction = ce_reduction(reduction_name);
   ce_check_inputs(logits_in, targets_in);
   ce_check_regrad_args(grad, logits_in, grad_loss, targets_in, reduction);
-  const auto acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor factors = grad_loss.reshape({-1}).to(acc_type).contiguous();
+  const at::Tensor factors = ce_upstream_factors(grad_loss, grad);
   if (reduction != kCeNone && factors.item<double>() == 1.0) return;  // the usual case: free
   const at::Tensor targets = targets_in.contiguous();
   const int64_t V = logits_in.size(1);
@@ -336,7 +310,7 @@ void ce_regrad_cpu(at::Tensor& grad, const at::Tensor& logits_in, const at::Tens
   at::Tensor g = grad.is_contiguous() ? grad : grad.contiguous();
   const int64_t N = g.size(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g.scalar_type(), "ce_regrad_cpu", [&] {
-    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    using acc_t = acc_type<scalar_t>;
     const scalar_t* x = logits.data_ptr<scalar_t>();
     scalar_t* gp = g.data_ptr<scalar_t>();
     const acc_t* fp = factors.data_ptr<acc_t>();
@@ -364,10 +338,8 @@ void ce_regrad_cpu(at::Tensor& grad, const at::Tensor& logits_in, const at::Tens
 // autograd formula and fake implementation are registered in gpt_kernels/cross_entropy.py.
 at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, int64_t ignore_index,
                          c10::string_view reduction) {
-  static auto fwd = c10::Dispatcher::singleton()
-                        .findSchemaOrThrow("gpt_kernels::cross_entropy_fwd", "")
-                        .typed<std::tuple<at::Tensor, at::Tensor>(
-                            const at::Tensor&, const at::Tensor&, int64_t, c10::string_view, bool)>();
+  static const auto fwd = typed_op<std::tuple<at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, int64_t, c10::string_view, bool)>("gpt_kernels::cross_entropy_fwd");
   const bool compute_grad = at::GradMode::is_enabled() && logits.requires_grad();
   return std::get<0>(fwd.call(logits, targets, ignore_index, reduction, compute_grad));
 }

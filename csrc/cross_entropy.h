@@ -6,6 +6,8 @@
 #include <ATen/ATen.h>
 #include <c10/util/string_view.h>
 
+#include "common.h"
+
 namespace gpt_kernels {
 
 enum CeReduction : int { kCeNone = 0, kCeMean = 1, kCeSum = 2 };
@@ -33,9 +35,7 @@ inline void ce_check_inputs(const at::Tensor& logits, const at::Tensor& targets)
   const auto dt = logits.scalar_type();
   TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf || dt == at::kDouble,
               "cross_entropy: logits must be float32, bfloat16, float16 or float64, got ", dt);
-  TORCH_CHECK(logits.device() == targets.device(), "cross_entropy: logits are on ",
-              logits.device(), " but targets are on ", targets.device(),
-              "; both must be on the same device");
+  check_same_device("cross_entropy", {{"logits", logits}, {"targets", targets}});
 }
 
 // The arguments of the backward op: grad (N, V) as made by the forward, grad_loss of the loss's
@@ -51,6 +51,12 @@ inline void ce_check_scale_args(const at::Tensor& grad, const at::Tensor& grad_l
               grad_loss.numel(), " elements, expected ", expected);
   TORCH_CHECK(grad.device() == grad_loss.device() && grad.device() == targets.device(),
               "cross_entropy backward: grad, upstream gradient and targets must share a device");
+}
+
+// The upstream gradient of the backward ops as a flat, contiguous array in the arithmetic type
+// of grad (fp32; fp64 for fp64): one factor per row for "none", a single one otherwise.
+inline at::Tensor ce_upstream_factors(const at::Tensor& grad_loss, const at::Tensor& grad) {
+  return grad_loss.reshape({-1}).to(acc_dtype(grad.scalar_type())).contiguous();
 }
 
 // The arguments of the 16-bit backward (cross_entropy_regrad_): grad as made by the forward from

@@ -14,17 +14,14 @@
 // backward reads grad_out and writes grad_x (2; torch: 3). The Philox work (10 rounds per 8
 // elements) runs in AVX2 lanes, 64 elements per call of keep_factors64 (philox_cpu.h).
 //
-// Measured (bench/dropout_bench.py, 2026-11-26, 2-thread EPYC, (32, 256, 384) fp32, p = 0.1):
-// forward 1.39 ms (94% of copy bandwidth) vs 29.6 ms for residual + F.dropout; forward+backward
-// 2.82 ms (77%) vs 28.2 ms. In the training step (default config, batch 32) the 13 dropouts
-// outside attention went from ~360 ms (bernoulli_ 313 ms + muls) to 59 ms.
-//
 // dtypes: x and residual of the same floating dtype, or a float32 residual with a bfloat16 or
 // float16 x (the residual stream of a bf16-autocast model); the composite promotes any other
 // mix. Arithmetic in float32 (float64 for float64).
 //
-// Check:     python -m pytest tests/test_dropout_add.py
-// Benchmark: python bench/dropout_bench.py
+// History of the versions and their timings: bench/results/NOTES.md.
+//
+// Check: python -m pytest tests/test_dropout_add.py
+// Bench: python bench/dropout_add_bench.py
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -33,19 +30,16 @@
 #include <optional>
 #include <type_traits>
 
+#include "common.h"
 #include "dropout_add.h"
 #include "philox_cpu.h"
 #include "philox_dropout.h"
-#include "rng_state.h"
 
 namespace gpt_kernels {
 namespace {
 
 constexpr int64_t kBlock = 64;          // elements per keep_factors64 call (8 Philox calls)
 constexpr int64_t kGrainBlocks = 1024;  // 64K elements per task: small tensors stay on one thread
-
-template <typename T>
-using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 // Z of elements [n0, n0 + 64), n0 a multiple of 64.
 template <typename A>
@@ -60,7 +54,7 @@ inline void block_factors(A* z, A keep_scale, int64_t n0, uint64_t seed, uint64_
 template <typename XT, typename OT, bool kDropout>
 void forward_cpu(const XT* x, const OT* residual, OT* out, int64_t n, double p, uint64_t seed,
                  uint64_t offset) {
-  using A = acc_t<OT>;
+  using A = acc_type<OT>;
   const A keep_scale = static_cast<A>(1.0 / (1.0 - p));
   const uint32_t threshold = dropout_threshold(static_cast<float>(p));
   const int64_t blocks = (n + kBlock - 1) / kBlock;
@@ -91,7 +85,7 @@ void forward_cpu(const XT* x, const OT* residual, OT* out, int64_t n, double p, 
 // GT: grad_out's dtype (out's), XT: grad_x's dtype (x's).
 template <typename GT, typename XT>
 void backward_cpu(const GT* grad, XT* grad_x, int64_t n, double p, uint64_t seed, uint64_t offset) {
-  using A = acc_t<GT>;
+  using A = acc_type<GT>;
   const A keep_scale = static_cast<A>(1.0 / (1.0 - p));
   const uint32_t threshold = dropout_threshold(static_cast<float>(p));
   const int64_t blocks = (n + kBlock - 1) / kBlock;
@@ -125,16 +119,10 @@ std::tuple<at::Tensor, at::Tensor> dropout_add_forward_cpu(const at::Tensor& x_i
                                                            double p, std::optional<int64_t> seed_arg) {
   check_dropout_add_forward(x_in, residual_in, p);
   const at::Tensor x = x_in.contiguous();
-  const std::optional<at::Tensor> residual =
-      residual_in.has_value() ? std::optional<at::Tensor>(residual_in->contiguous()) : std::nullopt;
+  const std::optional<at::Tensor> residual = contiguous_or_none(residual_in);
   const auto out_dtype = residual.has_value() ? residual->scalar_type() : x.scalar_type();
   auto out = at::empty(x.sizes(), x.options().dtype(out_dtype));
-  uint64_t seed = 0, offset = 0;
-  if (p > 0) {
-    if (seed_arg.has_value()) seed = static_cast<uint64_t>(*seed_arg);
-    else std::tie(seed, offset) = cpu_philox_seed();
-  }
-  auto rng_state = make_rng_state(seed, offset);
+  const auto [seed, offset, rng_state] = dropout_seed(p, seed_arg, cpu_philox_seed);
   const int64_t n = x.numel();
   if (n == 0) return {out, rng_state};
   dispatch_pair(x.scalar_type(), out_dtype, [&](auto x_tag, auto o_tag) {
@@ -165,7 +153,7 @@ at::Tensor dropout_add_backward_cpu(const at::Tensor& grad_in, const at::Tensor&
 }
 
 // The public op: checks, the dtype rule, and the forward (whose autograd formula is registered
-// in gpt_kernels/dropout.py). Composite, so it runs for every backend.
+// in gpt_kernels/dropout_add.py). Composite, so it runs for every backend.
 at::Tensor dropout_add(const at::Tensor& x, const std::optional<at::Tensor>& residual, double p) {
   check_dropout_add_common(x, residual, p, "dropout_add");
   at::Tensor x_k = x;
@@ -175,18 +163,16 @@ at::Tensor dropout_add(const at::Tensor& x, const std::optional<at::Tensor>& res
     x_k = x.to(common);
     residual_k = residual->to(common);
   }
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("gpt_kernels::dropout_add_forward", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(
-                           const at::Tensor&, const std::optional<at::Tensor>&, double,
-                           std::optional<int64_t>)>();
+  static const auto op = typed_op<std::tuple<at::Tensor, at::Tensor>(
+      const at::Tensor&, const std::optional<at::Tensor>&, double, std::optional<int64_t>)>(
+      "gpt_kernels::dropout_add_forward");
   return std::get<0>(op.call(x_k, residual_k, p, std::nullopt));
 }
 
 // (numel,) bool: the keep-mask dropout_add applies for rng_state. For tests and for reading.
 at::Tensor dropout_add_mask(int64_t numel, double p, const at::Tensor& rng_state) {
   TORCH_CHECK(numel >= 0, "dropout_add_mask: numel must be >= 0, got ", numel);
-  TORCH_CHECK(p >= 0 && p < 1, "dropout_add_mask: p must be in [0, 1), got ", p);
+  check_probability("dropout_add_mask", "p", p);
   const auto [seed, offset] = read_rng_state(rng_state, "dropout_add_mask");
   auto mask = at::empty({numel}, at::TensorOptions().dtype(at::kBool));
   bool* m = mask.data_ptr<bool>();

@@ -5,7 +5,7 @@
 
 #include <optional>
 
-#include "rng_state.h"
+#include "common.h"
 
 namespace gpt_kernels {
 
@@ -17,19 +17,12 @@ inline bool dropout_add_pair_supported(at::ScalarType x, at::ScalarType residual
 
 inline void check_dropout_add_common(const at::Tensor& x, const std::optional<at::Tensor>& residual,
                                      double p, const char* op) {
-  TORCH_CHECK(at::isFloatingType(x.scalar_type()), op,
-              ": x must be a floating-point tensor, got ", x.scalar_type());
-  TORCH_CHECK(p >= 0.0 && p < 1.0, op, ": p must be in [0, 1), got ", p,
-              " (p = 1 would drop everything; use zeros)");
+  check_floating(op, "x", x);
+  check_probability(op, "p", p, " (p = 1 would drop everything; use zeros)");
   if (residual.has_value()) {
-    TORCH_CHECK(residual->sizes() == x.sizes(), op,
-                ": x and residual must have the same shape (no broadcasting); got x ", x.sizes(),
-                ", residual ", residual->sizes());
-    TORCH_CHECK(residual->device() == x.device(), op,
-                ": x and residual must be on the same device; got x on ", x.device(),
-                ", residual on ", residual->device());
-    TORCH_CHECK(at::isFloatingType(residual->scalar_type()), op,
-                ": residual must be a floating-point tensor, got ", residual->scalar_type());
+    check_same_shape(op, {{"x", x}, {"residual", *residual}}, " (no broadcasting)");
+    check_same_device(op, {{"x", x}, {"residual", *residual}});
+    check_floating(op, "residual", *residual);
   }
 }
 
@@ -46,13 +39,12 @@ inline void check_dropout_add_forward(const at::Tensor& x, const std::optional<a
 
 inline void check_dropout_add_backward(const at::Tensor& grad, const at::Tensor& rng_state,
                                        double p, at::ScalarType grad_x_dtype) {
-  TORCH_CHECK(at::isFloatingType(grad.scalar_type()),
-              "dropout_add_backward: grad_out must be floating point, got ", grad.scalar_type());
-  TORCH_CHECK(p >= 0.0 && p < 1.0, "dropout_add_backward: p must be in [0, 1), got ", p);
+  check_floating("dropout_add_backward", "grad_out", grad);
+  check_probability("dropout_add_backward", "p", p);
   TORCH_CHECK(dropout_add_pair_supported(grad_x_dtype, grad.scalar_type()),
               "dropout_add_backward: grad_x dtype ", grad_x_dtype, " with grad_out ",
               grad.scalar_type(), " is not supported");
-  read_rng_state(rng_state, "dropout_add_backward");
+  check_rng_state(rng_state, "dropout_add_backward");
 }
 
 }  // namespace gpt_kernels

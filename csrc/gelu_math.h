@@ -23,13 +23,16 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define GK_GELU_HD __host__ __device__ __forceinline__
-#else
-#define GK_GELU_HD inline
-#endif
+#include "common_hd.h"
 
 namespace gpt_kernels {
+
+// The backward sums grad_x over blocks of this many rows into one partial row each (fp32; fp64
+// for fp64), a CPU task or a CUDA thread block row, then adds the partial rows in a fixed
+// order: the bias gradient does not depend on the number of threads. The launcher sizes the
+// CUDA kernels' workspace with it (one definition for both backends).
+constexpr int kBiasGeluRowBlock = 32;
+
 namespace gelu_math {
 
 constexpr float kSqrtHalf = 0.70710678118654752f;     // 1 / sqrt(2)
@@ -47,7 +50,7 @@ constexpr float kQ0 = 0.282094748f, kQ1 = 0.282104122f, kQ2 = 0.246514808f, kQ3 
 // x <= ~0 (exp_f(NaN) is not NaN: fmaxf drops it; the callers' NaN reaches the result through
 // t). The CPU and the GPU run these operations in this order; which multiply-adds the
 // compilers fuse into FMAs may differ, so the two agree to an ulp or two, not bit for bit.
-GK_GELU_HD float exp_f(float x) {
+GK_HD float exp_f(float x) {
   const bool underflow = x < -87.0f;
   x = fminf(fmaxf(x, -87.0f), 88.0f);
   const float n = rintf(x * 1.44269504088896341f);
@@ -71,7 +74,7 @@ GK_GELU_HD float exp_f(float x) {
 }
 
 // 2 Phi(u) = 1 + erf(u / sqrt 2), and (if e_out) exp(-u^2 / 2).
-GK_GELU_HD float two_phi(float u, float* e_out = nullptr) {
+GK_HD float two_phi(float u, float* e_out = nullptr) {
   const float a = fabsf(u) * kSqrtHalf;
   const float t = 1.0f / (1.0f + 0.5f * a);
   float q = kQ9;
@@ -92,23 +95,23 @@ GK_GELU_HD float two_phi(float u, float* e_out = nullptr) {
 
 // Where Phi(u) or exp(-u^2 / 2) is 0 (u below ~-13, or u = +-inf) the product with u is 0, not
 // u * 0: that is NaN at u = +-inf, and the limits are gelu(-inf) = 0, gelu'(+-inf) = 1 or 0.
-GK_GELU_HD float gelu(float u) {
+GK_HD float gelu(float u) {
   const float phi2 = two_phi(u);
   return phi2 == 0.0f ? 0.0f : 0.5f * u * phi2;
 }
 
-GK_GELU_HD float gelu_grad(float u) {
+GK_HD float gelu_grad(float u) {
   float e;
   const float phi2 = two_phi(u, &e);
   return 0.5f * phi2 + (e == 0.0f ? 0.0f : u * e * kInvSqrt2Pi);
 }
 
-GK_GELU_HD double gelu(double u) {
+GK_HD double gelu(double u) {
   const double phi2 = erfc(-u * 0.70710678118654752440);
   return phi2 == 0.0 ? 0.0 : 0.5 * u * phi2;
 }
 
-GK_GELU_HD double gelu_grad(double u) {
+GK_HD double gelu_grad(double u) {
   const double e = exp(-0.5 * u * u);
   return 0.5 * erfc(-u * 0.70710678118654752440) + (e == 0.0 ? 0.0 : u * e * 0.39894228040143267794);
 }
@@ -131,7 +134,7 @@ constexpr float kTanhCubic = 0.044715f;
 constexpr float kTanhCubic3 = 0.134145f;                  // 3 x 0.044715
 
 // s = sigmoid(2z), with e = exp(-2|z|) and r = 1 / (1 + e) for the derivative.
-GK_GELU_HD float tanh_sigmoid(float u, float* e_out, float* r_out) {
+GK_HD float tanh_sigmoid(float u, float* e_out, float* r_out) {
   const float z2 = kTwoSqrt2OverPi * u * (1.0f + kTanhCubic * (u * u));  // 2z
   const float e = exp_f(-fabsf(z2));
   const float r = 1.0f / (1.0f + e);
@@ -140,19 +143,19 @@ GK_GELU_HD float tanh_sigmoid(float u, float* e_out, float* r_out) {
   return z2 < 0.0f ? e * r : r;
 }
 
-GK_GELU_HD float gelu_tanh(float u) {
+GK_HD float gelu_tanh(float u) {
   float e, r;
   const float s = tanh_sigmoid(u, &e, &r);
   return s == 0.0f ? 0.0f : u * s;
 }
 
-GK_GELU_HD float gelu_tanh_grad(float u) {
+GK_HD float gelu_tanh_grad(float u) {
   float e, r;
   const float s = tanh_sigmoid(u, &e, &r);
   return s + (e == 0.0f ? 0.0f : u * ((kTwoSqrt2OverPi * e) * (r * r)) * (1.0f + kTanhCubic3 * (u * u)));
 }
 
-GK_GELU_HD double tanh_sigmoid(double u, double* e_out, double* r_out) {
+GK_HD double tanh_sigmoid(double u, double* e_out, double* r_out) {
   const double z2 = 1.5957691216057307117 * u * (1.0 + 0.044715 * (u * u));
   const double e = exp(-fabs(z2));
   const double r = 1.0 / (1.0 + e);
@@ -161,13 +164,13 @@ GK_GELU_HD double tanh_sigmoid(double u, double* e_out, double* r_out) {
   return z2 < 0.0 ? e * r : r;
 }
 
-GK_GELU_HD double gelu_tanh(double u) {
+GK_HD double gelu_tanh(double u) {
   double e, r;
   const double s = tanh_sigmoid(u, &e, &r);
   return s == 0.0 ? 0.0 : u * s;
 }
 
-GK_GELU_HD double gelu_tanh_grad(double u) {
+GK_HD double gelu_tanh_grad(double u) {
   double e, r;
   const double s = tanh_sigmoid(u, &e, &r);
   return s + (e == 0.0 ? 0.0 : u * (1.5957691216057307117 * e * r * r) * (1.0 + 0.134145 * (u * u)));
@@ -175,10 +178,10 @@ GK_GELU_HD double gelu_tanh_grad(double u) {
 
 // The form a kernel runs: tanh = false for the exact GELU, true for the tanh approximation.
 template <typename A>
-GK_GELU_HD A gelu_any(A u, bool tanh) { return tanh ? gelu_tanh(u) : gelu(u); }
+GK_HD A gelu_any(A u, bool tanh) { return tanh ? gelu_tanh(u) : gelu(u); }
 
 template <typename A>
-GK_GELU_HD A gelu_any_grad(A u, bool tanh) { return tanh ? gelu_tanh_grad(u) : gelu_grad(u); }
+GK_HD A gelu_any_grad(A u, bool tanh) { return tanh ? gelu_tanh_grad(u) : gelu_grad(u); }
 
 }  // namespace gelu_math
 }  // namespace gpt_kernels

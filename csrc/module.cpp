@@ -63,7 +63,7 @@ TORCH_LIBRARY(gpt_kernels, m) {
   m.def("cross_entropy_regrad_(Tensor(a!) grad, Tensor logits, Tensor grad_loss, Tensor targets, "
         "int ignore_index, str reduction) -> ()");
 
-  // Causal attention (csrc/causal_attention.cpp, csrc/cuda/causal_attention.*, gpt_kernels/attention.py).
+  // Causal attention (csrc/causal_attention.cpp, csrc/cuda/causal_attention.*, gpt_kernels/causal_attention.py).
   // The public op; composite: draws nothing itself, calls causal_attention_forward, whose
   // autograd formula (attention.py) calls causal_attention_backward.
   m.def("causal_attention(Tensor q, Tensor k, Tensor v, float dropout_p=0.0, float? scale=None) -> Tensor");
@@ -84,7 +84,7 @@ TORCH_LIBRARY(gpt_kernels, m) {
   m.def("causal_attention_dropout_mask(int B, int H, int T, float dropout_p, Tensor rng_state) -> Tensor");
 
   // Residual dropout, out = residual + dropout(x, p) (csrc/dropout_add.cpp, csrc/cuda/dropout_add.*,
-  // gpt_kernels/dropout.py). The public op; composite, calls dropout_add_forward, whose autograd
+  // gpt_kernels/dropout_add.py). The public op; composite, calls dropout_add_forward, whose autograd
   // formula calls dropout_add_backward. residual=None gives dropout(x).
   m.def("dropout_add(Tensor x, Tensor? residual, float p) -> Tensor");
   // out (residual's dtype, else x's), rng_state int64[2] = (seed, offset) on the CPU; seed as in
@@ -98,7 +98,7 @@ TORCH_LIBRARY(gpt_kernels, m) {
 
   // Fused bias + GELU, out = gelu(x + bias), bias along x's last dimension; approximate as in
   // F.gelu: "none" the exact (erf) GELU, "tanh" its tanh approximation (GPT-2's)
-  // (csrc/bias_gelu.cpp, csrc/cuda/bias_gelu.*, gpt_kernels/gelu.py, which registers the
+  // (csrc/bias_gelu.cpp, csrc/cuda/bias_gelu.*, gpt_kernels/bias_gelu.py, which registers the
   // autograd formula).
   m.def("bias_gelu(Tensor x, Tensor bias, str approximate=\"none\") -> Tensor");
   // grad_x = grad_out * gelu'(x + bias), grad_bias = grad_x summed over all but the last dimension.

@@ -17,11 +17,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define GK_HD __host__ __device__ __forceinline__
-#else
-#define GK_HD inline
-#endif
+#include "common_hd.h"
 
 namespace gpt_kernels {
 

@@ -3,12 +3,12 @@ torch's, WMMA against a float64 matmul, shuffles), each error it must report, an
 copies of our real kernel files that the race check and the memory check must catch.
 
 Planted bugs (each in a copy of csrc/ under a temp dir; the working tree is untouched):
-  bias_gelu.cu          the one __syncthreads of the bias-gradient reduction removed   -> RaceError
-  causal_attention_kernels.cu  the __syncwarp between S = Q K^T and the softmax removed -> RaceError
-  causal_attention_kernels.cu  the __syncthreads before the next K, V tiles removed      -> RaceError
-  bias_gelu.cu          that __syncthreads moved under `if (group == 0)`                -> divergent barrier
-  dropout_add.cu        the scalar loop's bound `n0 + e < n` made `<=`: reads x[n]      -> out-of-bounds read
-  causal_attention_kernels.cu  delta_s[row + 1]: a load past the end of shared memory -> out-of-bounds read
+  bias_gelu.cu         the one __syncthreads of the bias-gradient reduction removed    -> RaceError
+  causal_attention.cu  the __syncwarp between S = Q K^T and the softmax removed        -> RaceError
+  causal_attention.cu  the __syncthreads before the next K, V tiles removed             -> RaceError
+  bias_gelu.cu         that __syncthreads moved under `if (group == 0)`                 -> divergent barrier
+  dropout_add.cu       the scalar loop's bound `n0 + e < n` made `<=`: reads x[n]       -> out-of-bounds read
+  causal_attention.cu  delta_s[row + 1]: a load past the end of shared memory           -> out-of-bounds read
 """
 import ctypes
 import math
@@ -213,7 +213,7 @@ def test_planted_missing_syncthreads_bias_gelu(tmp_path):
 def test_planted_missing_syncwarp_attention(tmp_path):
     old = ("    rows_times_tile_t<T, D>(Ss + warp * 16 * Pitch<D>::kS, Qs + warp * 16 * Pitch<D>::kIn, Ks, n_blocks);\n"
            "    __syncwarp();\n")
-    csrc = cuda_emu.planted_copy(tmp_path, "causal_attention_kernels.cu", old, old.replace("    __syncwarp();\n", ""))
+    csrc = cuda_emu.planted_copy(tmp_path, "causal_attention.cu", old, old.replace("    __syncwarp();\n", ""))
     lib = cuda_emu.load("causal_attention", csrc)
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 1, 70, 32, generator=g).bfloat16() for _ in range(3))
@@ -224,7 +224,7 @@ def test_planted_missing_syncwarp_attention(tmp_path):
 def test_planted_missing_syncthreads_attention(tmp_path):
     """The barrier before the next K, V tiles are loaded over the current ones (a write after
     read): only a schedule that lets one warp run a whole tile ahead of the others shows it."""
-    csrc = cuda_emu.planted_copy(tmp_path, "causal_attention_kernels.cu",
+    csrc = cuda_emu.planted_copy(tmp_path, "causal_attention.cu",
                                  "    __syncthreads();  // everyone is done with the previous K, V tiles\n", "")
     lib = cuda_emu.load("causal_attention", csrc)
     g = torch.Generator().manual_seed(0)
@@ -256,7 +256,7 @@ def test_planted_read_past_the_end_dropout_add(tmp_path):
 
 
 def test_planted_shared_memory_read_past_the_tile_attention(tmp_path):
-    csrc = cuda_emu.planted_copy(tmp_path, "causal_attention_kernels.cu",
+    csrc = cuda_emu.planted_copy(tmp_path, "causal_attention.cu",
                                  "const float lse2 = lse_s[row], di = delta_s[row];",
                                  "const float lse2 = lse_s[row], di = delta_s[row + 1];")
     lib = cuda_emu.load("causal_attention", csrc)
@@ -276,5 +276,5 @@ def test_misaligned_rows_fault_in_the_attention_kernel():
     base = torch.randn(1 * 1 * 7 * 32 + 1).half()
     q = base[1:].view(1, 1, 7, 32)
     k, v = torch.randn(2, 1, 1, 7, 32).half().unbind(0)
-    with pytest.raises(cuda_emu.EmulatorError, match=r"(?s)misaligned 16-byte load .*causal_attention_kernels.cu"):
+    with pytest.raises(cuda_emu.EmulatorError, match=r"(?s)misaligned 16-byte load .*causal_attention.cu"):
         cuda_emu.attention_forward(lib, q, k, v, 0.0, 32 ** -0.5, 0, 0)

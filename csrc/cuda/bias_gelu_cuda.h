@@ -1,17 +1,15 @@
 // Interface between the torch-free CUDA kernels of bias_gelu (bias_gelu.cu) and their launcher
-// (bias_gelu_launcher.cpp, which includes torch). Only CUDA runtime types here.
+// (bias_gelu_launcher.cpp, which includes torch). Only CUDA runtime types and torch-free
+// headers here.
 #pragma once
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
 
+#include "../common_hd.h"
+#include "../gelu_math.h"  // kBiasGeluRowBlock
+
 namespace gpt_kernels {
-
-// Rows per partial bias-gradient row: the CPU's kBiasGeluRowBlock (csrc/bias_gelu.h, which
-// includes torch); the launcher static_asserts that they agree.
-constexpr int kBiasGeluCudaRowBlock = 32;
-
-enum GeluDtype : int { kGeluF32 = 0, kGeluF64 = 1, kGeluF16 = 2, kGeluBF16 = 3 };
 
 struct BiasGeluParams {
   const void* x;         // (rows, n) contiguous
@@ -21,7 +19,7 @@ struct BiasGeluParams {
   void* grad_bias;       // backward: (n,)
   void* partial;         // backward workspace: (ceil(rows / kBiasGeluRowBlock), n) fp32 (fp64 for fp64)
   int64_t rows, n;
-  int dtype;             // GeluDtype of x, bias, grad_out, out, grad_x, grad_bias
+  int dtype;             // DType (../common_hd.h) of x, bias, grad_out, out, grad_x, grad_bias
   int approximate;       // 0: the exact (erf) GELU; 1: the tanh approximation (a zeroed struct
                          // means exact)
 };

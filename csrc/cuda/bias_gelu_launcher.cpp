@@ -8,21 +8,21 @@
 
 #include "../bias_gelu.h"
 #include "bias_gelu_cuda.h"
+#include "common_cuda.h"
 
 namespace gpt_kernels {
-static_assert(kBiasGeluRowBlock == kBiasGeluCudaRowBlock,
-              "the workspace (launcher) and the kernels must block the rows alike");
 namespace {
 
-int dtype_code(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return kGeluF32;
-    case at::kDouble: return kGeluF64;
-    case at::kHalf: return kGeluF16;
-    case at::kBFloat16: return kGeluBF16;
-    default: TORCH_CHECK(false, "bias_gelu: unsupported dtype ", t, "; supported: float32, float64, float16, bfloat16");
-  }
-  return -1;
+// x (rows, n) and bias (n,), contiguous; the outputs are the caller's to fill in.
+BiasGeluParams make_params(const at::Tensor& x, const at::Tensor& bias, bool tanh) {
+  BiasGeluParams p{};
+  p.x = x.data_ptr();
+  p.bias = bias.data_ptr();
+  p.n = x.size(-1);
+  p.rows = x.numel() / p.n;
+  p.dtype = dtype_code(x.scalar_type(), "bias_gelu");
+  p.approximate = tanh ? 1 : 0;
+  return p;
 }
 
 at::Tensor bias_gelu_cuda_op(const at::Tensor& x_in, const at::Tensor& bias_in,
@@ -33,16 +33,9 @@ at::Tensor bias_gelu_cuda_op(const at::Tensor& x_in, const at::Tensor& bias_in,
   const at::Tensor x = x_in.contiguous(), bias = bias_in.contiguous();
   auto out = at::empty(x.sizes(), x.options());
   if (x.numel() == 0) return out;
-  BiasGeluParams p{};
-  p.x = x.data_ptr();
-  p.bias = bias.data_ptr();
+  BiasGeluParams p = make_params(x, bias, tanh);
   p.out = out.data_ptr();
-  p.n = x.size(-1);
-  p.rows = x.numel() / p.n;
-  p.dtype = dtype_code(x.scalar_type());
-  p.approximate = tanh ? 1 : 0;
-  const cudaError_t err = bias_gelu_forward_cuda(p, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "bias_gelu forward kernel launch failed: ", cudaGetErrorString(err));
+  check_launch(bias_gelu_forward_cuda(p, c10::cuda::getCurrentCUDAStream()), "bias_gelu forward");
   return out;
 }
 
@@ -57,22 +50,14 @@ std::tuple<at::Tensor, at::Tensor> bias_gelu_backward_cuda_op(const at::Tensor& 
   auto grad_x = at::empty(x.sizes(), x.options());
   if (x.numel() == 0) return {grad_x, at::zeros_like(bias, at::MemoryFormat::Contiguous)};
   auto grad_bias = at::empty(bias.sizes(), bias.options());
-  BiasGeluParams p{};
-  p.x = x.data_ptr();
-  p.bias = bias.data_ptr();
+  BiasGeluParams p = make_params(x, bias, tanh);
   p.grad_out = grad.data_ptr();
   p.out = grad_x.data_ptr();
   p.grad_bias = grad_bias.data_ptr();
-  p.n = x.size(-1);
-  p.rows = x.numel() / p.n;
-  p.dtype = dtype_code(x.scalar_type());
-  p.approximate = tanh ? 1 : 0;
   const int64_t blocks = (p.rows + kBiasGeluRowBlock - 1) / kBiasGeluRowBlock;
-  const auto acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  auto partial = at::empty({blocks, p.n}, x.options().dtype(acc_dtype));
+  auto partial = at::empty({blocks, p.n}, x.options().dtype(acc_dtype(x.scalar_type())));
   p.partial = partial.data_ptr();
-  const cudaError_t err = bias_gelu_backward_cuda(p, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "bias_gelu backward kernel launch failed: ", cudaGetErrorString(err));
+  check_launch(bias_gelu_backward_cuda(p, c10::cuda::getCurrentCUDAStream()), "bias_gelu backward");
   return {grad_x, grad_bias};
 }
 

@@ -1,5 +1,5 @@
 // Interface between the torch-free CUDA kernels of causal attention
-// (causal_attention_kernels.cu) and their launcher (causal_attention.cpp, which includes torch).
+// (causal_attention.cu) and their launcher (causal_attention_launcher.cpp, which includes torch).
 #pragma once
 #include <cuda_runtime.h>
 

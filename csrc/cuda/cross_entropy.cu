@@ -1,42 +1,33 @@
 // Fused cross-entropy, CUDA kernels: the twin of the CPU kernel in csrc/cross_entropy.cpp (same
-// formulas; read that header first). Only CUDA headers here, so this file compiles in seconds;
-// cross_entropy_launcher.cpp checks the arguments, allocates and registers the op with torch.
+// formulas; read that header first). Torch-free, so it compiles in seconds; the launcher,
+// cross_entropy_launcher.cpp, checks the arguments, allocates and registers the op.
 //
 //   loss_i = logsumexp(x_i) - x_i[t_i];   dloss/dx_ij = scale * (softmax(x_i)_j - [j == t_i])
 //
 // Kernels, all on the caller's stream, none needing a host round trip:
-//   ce_count_kernel     kCeCountBlocks blocks count the rows that are not ignored and the
-//                       targets outside [0, V) (per-block partial counts, no atomics, no memset)
-//   ce_forward_kernel   one block per row (128 to 512 threads by V). Pass 1: each thread keeps
-//                       an online (max, sum of exp) over 16-byte vectors of the row (4 fp32 or
-//                       8 bf16/fp16 elements, fp32 arithmetic), merged across the block by warp
-//                       shuffles; lse = max + log(sum); loss = lse - x_t. Pass 2 (gradient
-//                       wanted): re-reads the row (from L2: a block's row was read moments ago)
-//                       and writes g_j = exp(x_j - lse) * scale - [j == t] * scale with 16-byte
-//                       stores. scale = 1/n_valid for "mean", from the counts, so the gradient is
-//                       final for an upstream gradient of 1. A row whose target is ignored gets
-//                       loss 0 and zero gradient; a row whose target is out of range gets nan
-//                       (never a read outside the row) and the launcher raises.
-//   ce_finalize_kernel  one block sums the per-row losses in a fixed order (deterministic, fp64
-//                       accumulation), divides by n_valid for "mean" (0/0 = nan, as torch) and
-//                       totals the counts for the launcher's target check.
-//   ce_scale_kernel     the fp32/fp64 backward: rows scaled in place by the upstream gradient; a
-//                       block returns at once where the factor is exactly 1 (the usual mean
-//                       loss), so loss.backward() costs one tiny launch and no host round trip.
-//   regrad (ce_forward_kernel with factors): the float16 backward. Rescaling a stored 16-bit
-//                       gradient would round twice, and (p - y) / N below fp16's 2^-24 would be
-//                       gone before a GradScaler's factor could save it; so rows whose factor is
-//                       not exactly 1 are recomputed from the logits with scale = factor / n_valid
-//                       and rounded once (one more read of the logits, one write of the gradient).
-// Rows whose address is not 16-byte aligned (V * element size not a multiple of 16) start with
-// a scalar head up to the first 16-byte boundary; a scalar tail follows the last whole vector.
-// Offsets are 64-bit (N * V may exceed 2^31).
+//   ce_count_kernel     kCeCountBlocks blocks count the rows not ignored and the targets outside
+//                       [0, V) (per-block partial counts: no atomics, no memset)
+//   ce_forward_kernel   one block per row (128 to 512 threads by V). Pass 1: an online (max, sum
+//                       of exp) per thread over 16-byte vectors of the row, fp32 arithmetic,
+//                       merged across the block by warp shuffles; loss = max + log(sum) - x_t.
+//                       Pass 2 (gradient wanted): re-reads the row (from L2) and writes
+//                       g_j = (exp(x_j - lse) - [j == t]) * scale with 16-byte stores; scale =
+//                       1/n_valid for "mean", from the counts, so the gradient is final for an
+//                       upstream gradient of 1. An ignored row: loss 0, zero gradient; a target
+//                       out of range: nan (never a read outside the row), and the launcher raises.
+//   ce_finalize_kernel  one block sums the row losses in a fixed order (deterministic, fp64
+//                       accumulation), divides by n_valid for "mean" (0/0 = nan, as torch).
+//   ce_scale_kernel     the fp32/fp64 backward, rows scaled in place; a block returns at once
+//                       where the factor is exactly 1 (the usual mean loss).
+//   regrad              ce_forward_kernel with factors, the 16-bit backward: rescaling a stored
+//                       16-bit gradient would round twice (and (p - y) / N below fp16's 2^-24 is
+//                       gone before a GradScaler's factor could save it), so rows whose factor is
+//                       not 1 are recomputed from the logits and rounded once.
+// A row not 16-byte aligned starts with a scalar head; a scalar tail follows the last vector.
+// Memory traffic, N x V logits of E bytes: with gradient 2*N*V*E from DRAM (the floor for a
+// loss whose gradient must be written), loss only N*V*E. Offsets are 64-bit.
 //
-// Memory traffic, N x V logits of E bytes: forward with gradient reads N*V*E from DRAM (plus
-// the second read from L2) and writes N*V*E: 2*N*V*E per training step, the floor for a loss
-// whose gradient must be written. Loss only (no grad): N*V*E.
-//
-// Check: python -m pytest tests/test_cross_entropy.py (the CUDA cases run when a GPU is present)
+// Check: python -m pytest tests/test_cross_entropy.py tests/test_emulated.py
 // Bench: python bench/loss_bench.py --device cuda
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -44,8 +35,8 @@
 
 #include <cstdint>
 
-#include "acc_types.cuh"
-#include "cross_entropy_kernels.h"
+#include "common.cuh"
+#include "cross_entropy_cuda.h"
 
 namespace gpt_kernels {
 namespace cuda {
@@ -358,38 +349,25 @@ cudaError_t scale_typed(void* grad, const void* scales, bool per_row, const int6
 }  // namespace
 
 cudaError_t ce_forward(const CeForwardArgs& args, cudaStream_t stream) {
-  switch (args.dtype) {
-    case kCeF32: return forward_typed<float>(args, nullptr, false, stream);
-    case kCeF64: return forward_typed<double>(args, nullptr, false, stream);
-    case kCeF16: return forward_typed<__half>(args, nullptr, false, stream);
-    case kCeBF16: return forward_typed<__nv_bfloat16>(args, nullptr, false, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype(args.dtype, [&](auto t) {
+    return forward_typed<decltype(t)>(args, nullptr, false, stream);
+  });
 }
 
 cudaError_t ce_regrad(const CeForwardArgs& args, const void* factors, bool per_row,
                       cudaStream_t stream) {
   if (factors == nullptr || args.grad == nullptr) return cudaErrorInvalidValue;
-  switch (args.dtype) {
-    case kCeF32: return forward_typed<float>(args, factors, per_row, stream);
-    case kCeF64: return forward_typed<double>(args, factors, per_row, stream);
-    case kCeF16: return forward_typed<__half>(args, factors, per_row, stream);
-    case kCeBF16: return forward_typed<__nv_bfloat16>(args, factors, per_row, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype(args.dtype, [&](auto t) {
+    return forward_typed<decltype(t)>(args, factors, per_row, stream);
+  });
 }
 
 cudaError_t ce_scale_grad(void* grad, const void* scales, bool per_row, const int64_t* targets,
                           int64_t N, int64_t V, int64_t ignore_index, int dtype,
                           cudaStream_t stream) {
-  switch (dtype) {
-    case kCeF32: return scale_typed<float>(grad, scales, per_row, targets, N, V, ignore_index, stream);
-    case kCeF64: return scale_typed<double>(grad, scales, per_row, targets, N, V, ignore_index, stream);
-    case kCeF16: return scale_typed<__half>(grad, scales, per_row, targets, N, V, ignore_index, stream);
-    case kCeBF16:
-      return scale_typed<__nv_bfloat16>(grad, scales, per_row, targets, N, V, ignore_index, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype(dtype, [&](auto t) {
+    return scale_typed<decltype(t)>(grad, scales, per_row, targets, N, V, ignore_index, stream);
+  });
 }
 
 }  // namespace cuda

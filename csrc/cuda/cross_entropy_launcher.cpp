@@ -19,20 +19,11 @@
 #include <cstring>
 
 #include "../cross_entropy.h"
-#include "cross_entropy_kernels.h"
+#include "common_cuda.h"
+#include "cross_entropy_cuda.h"
 
 namespace gpt_kernels {
 namespace {
-
-int ce_dtype(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return cuda::kCeF32;
-    case at::kDouble: return cuda::kCeF64;
-    case at::kHalf: return cuda::kCeF16;
-    case at::kBFloat16: return cuda::kCeBF16;
-    default: TORCH_CHECK(false, "cross_entropy: unsupported dtype ", t);
-  }
-}
 
 bool check_targets_enabled() {
   const char* v = std::getenv("GPT_KERNELS_CHECK_TARGETS");
@@ -40,16 +31,11 @@ bool check_targets_enabled() {
   return c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None;
 }
 
-void check_cuda(cudaError_t err) {
-  TORCH_CHECK(err == cudaSuccess, "cross_entropy: CUDA kernel launch failed: ",
-              cudaGetErrorString(err));
-}
-
 // logits: contiguous, 16-byte aligned; grad: nullptr, a fresh contiguous tensor, or logits.
 at::Tensor ce_run_cuda(const at::Tensor& logits, const at::Tensor& targets, int64_t ignore_index,
                        int reduction, at::Tensor* grad) {
   const int64_t N = logits.size(0), V = logits.size(1);
-  const auto acc_type = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto acc_type = acc_dtype(logits.scalar_type());
   at::Tensor row_loss = at::empty({N}, logits.options().dtype(acc_type));
   at::Tensor out = at::empty({}, logits.options().dtype(acc_type));  // fp32 for 16-bit logits
   at::Tensor counts = at::empty({cuda::kCeCountsSize}, logits.options().dtype(at::kInt));
@@ -64,8 +50,8 @@ at::Tensor ce_run_cuda(const at::Tensor& logits, const at::Tensor& targets, int6
   a.V = V;
   a.ignore_index = ignore_index;
   a.reduction = reduction;
-  a.dtype = ce_dtype(logits.scalar_type());
-  check_cuda(cuda::ce_forward(a, c10::cuda::getCurrentCUDAStream()));
+  a.dtype = dtype_code(logits.scalar_type(), "cross_entropy");
+  check_launch(cuda::ce_forward(a, c10::cuda::getCurrentCUDAStream()), "cross_entropy: CUDA");
 
   if (check_targets_enabled()) {
     const int bad = counts[cuda::kCeCountsSize - 1].item<int>();  // waits for the kernels
@@ -85,7 +71,7 @@ at::Tensor ce_run_cuda(const at::Tensor& logits, const at::Tensor& targets, int6
 // offset is copied).
 at::Tensor aligned_contiguous(const at::Tensor& t) {
   at::Tensor c = t.contiguous();
-  if (reinterpret_cast<uintptr_t>(c.data_ptr()) % 16 != 0) c = c.clone();
+  if (!aligned16(c)) c = c.clone();
   return c;
 }
 
@@ -110,7 +96,7 @@ at::Tensor ce_fwd_inplace_cuda(at::Tensor& logits, const at::Tensor& targets_in,
   const int reduction = ce_reduction(reduction_name);
   c10::cuda::CUDAGuard guard(logits.device());
   const at::Tensor targets = targets_in.contiguous();
-  if (logits.is_contiguous() && reinterpret_cast<uintptr_t>(logits.data_ptr()) % 16 == 0) {
+  if (logits.is_contiguous() && aligned16(logits)) {
     at::Tensor grad = logits;
     return ce_run_cuda(logits, targets, ignore_index, reduction, &grad);
   }
@@ -125,13 +111,14 @@ void ce_scale_grad_cuda(at::Tensor& grad, const at::Tensor& grad_loss, const at:
   const int reduction = ce_reduction(reduction_name);
   ce_check_scale_args(grad, grad_loss, targets_in, reduction);
   c10::cuda::CUDAGuard guard(grad.device());
-  const auto acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor scales = grad_loss.reshape({-1}).to(acc_type).contiguous();
+  const at::Tensor scales = ce_upstream_factors(grad_loss, grad);
   const at::Tensor targets = targets_in.contiguous();
   at::Tensor g = grad.is_contiguous() ? grad : grad.contiguous();
-  check_cuda(cuda::ce_scale_grad(g.data_ptr(), scales.data_ptr(), reduction == kCeNone,
-                                 targets.data_ptr<int64_t>(), g.size(0), g.size(1), ignore_index,
-                                 ce_dtype(g.scalar_type()), c10::cuda::getCurrentCUDAStream()));
+  check_launch(cuda::ce_scale_grad(g.data_ptr(), scales.data_ptr(), reduction == kCeNone,
+                                   targets.data_ptr<int64_t>(), g.size(0), g.size(1), ignore_index,
+                                   dtype_code(g.scalar_type(), "cross_entropy"),
+                                   c10::cuda::getCurrentCUDAStream()),
+               "cross_entropy: CUDA");
   if (!g.is_same(grad)) grad.copy_(g);
 }
 
@@ -145,12 +132,10 @@ void ce_regrad_cuda(at::Tensor& grad, const at::Tensor& logits_in, const at::Ten
   ce_check_inputs(logits_in, targets_in);
   ce_check_regrad_args(grad, logits_in, grad_loss, targets_in, reduction);
   c10::cuda::CUDAGuard guard(grad.device());
-  const auto acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor factors = grad_loss.reshape({-1}).to(acc_type).contiguous();
+  const at::Tensor factors = ce_upstream_factors(grad_loss, grad);
   const at::Tensor logits = aligned_contiguous(logits_in), targets = targets_in.contiguous();
   // the kernel reads the logits and writes the gradient as 16-byte vectors at the same offsets
-  const bool direct = grad.is_contiguous() &&
-      reinterpret_cast<uintptr_t>(grad.data_ptr()) % 16 == 0;
+  const bool direct = grad.is_contiguous() && aligned16(grad);
   at::Tensor g = direct ? grad : grad.is_contiguous() ? grad.clone() : grad.contiguous();
   at::Tensor counts = at::empty({cuda::kCeCountsSize}, logits.options().dtype(at::kInt));
   cuda::CeForwardArgs a;
@@ -164,9 +149,10 @@ void ce_regrad_cuda(at::Tensor& grad, const at::Tensor& logits_in, const at::Ten
   a.V = logits.size(1);
   a.ignore_index = ignore_index;
   a.reduction = reduction;
-  a.dtype = ce_dtype(logits.scalar_type());
-  check_cuda(cuda::ce_regrad(a, factors.data_ptr(), reduction == kCeNone,
-                             c10::cuda::getCurrentCUDAStream()));
+  a.dtype = dtype_code(logits.scalar_type(), "cross_entropy");
+  check_launch(cuda::ce_regrad(a, factors.data_ptr(), reduction == kCeNone,
+                               c10::cuda::getCurrentCUDAStream()),
+               "cross_entropy: CUDA");
   if (!g.is_same(grad)) grad.copy_(g);
 }
 

@@ -9,7 +9,12 @@
 // every pointer is 16-byte aligned (8 elements are 16, 32 or 64 bytes), element by element
 // otherwise and in the last, partial group. Arithmetic in fp32 (fp64 for fp64).
 // Memory traffic: forward reads x and residual, writes out; backward reads grad_out, writes
-// grad_x; the mask itself is never in memory. Bound: copy bandwidth.
+// grad_x; the mask itself is never in memory. Bound: copy bandwidth. Why a counter-based mask:
+// the backward regenerates it instead of reading a stored one (one tensor less to write and
+// read), and the CPU kernel draws the very same mask for the same (seed, offset).
+//
+// Check: python -m pytest tests/test_dropout_add.py tests/test_emulated.py
+// Bench: python bench/dropout_add_bench.py --device cuda
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -17,7 +22,7 @@
 #include <type_traits>
 
 #include "../philox_dropout.h"
-#include "acc_types.cuh"
+#include "common.cuh"
 #include "dropout_add_cuda.h"
 
 namespace gpt_kernels {
@@ -114,17 +119,14 @@ cudaError_t launch(const DropoutAddParams& p, bool with_residual, cudaStream_t s
 cudaError_t dispatch(const DropoutAddParams& p, bool with_residual, cudaStream_t stream) {
   const int s = p.src_dtype, d = p.dst_dtype;
   if (s == d) {
-    switch (s) {
-      case kDropF32: return launch<float, float>(p, with_residual, stream);
-      case kDropF64: return launch<double, double>(p, with_residual, stream);
-      case kDropF16: return launch<__half, __half>(p, with_residual, stream);
-      case kDropBF16: return launch<__nv_bfloat16, __nv_bfloat16>(p, with_residual, stream);
-    }
+    return dispatch_dtype(s, [&](auto t) {
+      return launch<decltype(t), decltype(t)>(p, with_residual, stream);
+    });
   }
-  if (s == kDropBF16 && d == kDropF32) return launch<__nv_bfloat16, float>(p, with_residual, stream);
-  if (s == kDropF16 && d == kDropF32) return launch<__half, float>(p, with_residual, stream);
-  if (s == kDropF32 && d == kDropBF16) return launch<float, __nv_bfloat16>(p, false, stream);
-  if (s == kDropF32 && d == kDropF16) return launch<float, __half>(p, false, stream);
+  if (s == kBF16 && d == kF32) return launch<__nv_bfloat16, float>(p, with_residual, stream);
+  if (s == kF16 && d == kF32) return launch<__half, float>(p, with_residual, stream);
+  if (s == kF32 && d == kBF16) return launch<float, __nv_bfloat16>(p, false, stream);
+  if (s == kF32 && d == kF16) return launch<float, __half>(p, false, stream);
   return cudaErrorInvalidValue;
 }
 

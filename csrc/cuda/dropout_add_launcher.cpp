@@ -10,22 +10,11 @@
 
 #include "../dropout_add.h"
 #include "../philox_dropout.h"
-#include "rng_state_cuda.h"
+#include "common_cuda.h"
 #include "dropout_add_cuda.h"
 
 namespace gpt_kernels {
 namespace {
-
-int dtype_code(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return kDropF32;
-    case at::kDouble: return kDropF64;
-    case at::kHalf: return kDropF16;
-    case at::kBFloat16: return kDropBF16;
-    default: TORCH_CHECK(false, "dropout_add: unsupported dtype ", t, "; supported: float32, float64, float16, bfloat16");
-  }
-  return -1;
-}
 
 DropoutAddParams make_params(double p, uint64_t seed, uint64_t offset) {
   DropoutAddParams params{};
@@ -43,29 +32,20 @@ std::tuple<at::Tensor, at::Tensor> dropout_add_forward_cuda_op(
   check_dropout_add_forward(x_in, residual_in, p);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
-  const std::optional<at::Tensor> residual =
-      residual_in.has_value() ? std::optional<at::Tensor>(residual_in->contiguous()) : std::nullopt;
+  const std::optional<at::Tensor> residual = contiguous_or_none(residual_in);
   const auto out_dtype = residual.has_value() ? residual->scalar_type() : x.scalar_type();
   auto out = at::empty(x.sizes(), x.options().dtype(out_dtype));
-  uint64_t seed = 0, offset = 0;
-  if (p > 0) {
-    if (seed_arg.has_value()) {
-      seed = static_cast<uint64_t>(*seed_arg);
-    } else {
-      std::tie(seed, offset) = cuda_philox_seed(x.device());
-    }
-  }
-  auto rng_state = make_rng_state(seed, offset);
+  const auto [seed, offset, rng_state] =
+      dropout_seed(p, seed_arg, [&] { return cuda_philox_seed(x.device()); });
   if (x.numel() == 0) return {out, rng_state};
   DropoutAddParams params = make_params(p, seed, offset);
   params.src = x.data_ptr();
   params.residual = residual.has_value() ? residual->data_ptr() : nullptr;
   params.dst = out.data_ptr();
   params.n = x.numel();
-  params.src_dtype = dtype_code(x.scalar_type());
-  params.dst_dtype = dtype_code(out_dtype);
-  const cudaError_t err = dropout_add_forward_cuda(params, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "dropout_add forward kernel launch failed: ", cudaGetErrorString(err));
+  params.src_dtype = dtype_code(x.scalar_type(), "dropout_add");
+  params.dst_dtype = dtype_code(out_dtype, "dropout_add");
+  check_launch(dropout_add_forward_cuda(params, c10::cuda::getCurrentCUDAStream()), "dropout_add forward");
   return {out, rng_state};
 }
 
@@ -82,10 +62,9 @@ at::Tensor dropout_add_backward_cuda_op(const at::Tensor& grad_in, const at::Ten
   params.src = grad.data_ptr();
   params.dst = grad_x.data_ptr();
   params.n = grad.numel();
-  params.src_dtype = dtype_code(grad.scalar_type());
-  params.dst_dtype = dtype_code(grad_x_dtype);
-  const cudaError_t err = dropout_add_backward_cuda(params, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "dropout_add backward kernel launch failed: ", cudaGetErrorString(err));
+  params.src_dtype = dtype_code(grad.scalar_type(), "dropout_add");
+  params.dst_dtype = dtype_code(grad_x_dtype, "dropout_add");
+  check_launch(dropout_add_backward_cuda(params, c10::cuda::getCurrentCUDAStream()), "dropout_add backward");
   return grad_x;
 }
 

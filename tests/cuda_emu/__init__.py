@@ -52,9 +52,8 @@ FLAGS = ["-std=c++17", "-O2", "-fPIC", "-fvisibility=hidden", "-fno-strict-alias
 # nvcc includes cuda_runtime.h in every .cu file: so does the emulated build
 CU_FLAGS = ["-x", "c++", "-D__CUDACC__", "-D__CUDA_ARCH__=800", "-include", os.path.join(HERE, "include", "cuda_runtime.h")]
 
-# op -> its kernel file in csrc/cuda
-OPS = {"cross_entropy": "cross_entropy.cu", "dropout_add": "dropout_add.cu", "bias_gelu": "bias_gelu.cu",
-       "causal_attention": "causal_attention_kernels.cu"}
+# op -> its kernel file: one stem per op, csrc/cuda/<op>.cu (and its shim, shims/<op>.cpp)
+OPS = {op: f"{op}.cu" for op in ("cross_entropy", "dropout_add", "bias_gelu", "causal_attention")}
 
 
 def unavailable():

@@ -20,5 +20,5 @@ GK_EMU_API int emu_bias_gelu(int backward, const void* x, const void* bias, cons
   p.approximate = approximate;  // 0: the exact (erf) GELU, 1: tanh
   return backward ? bias_gelu_backward_cuda(p, nullptr) : bias_gelu_forward_cuda(p, nullptr);
 }
-GK_EMU_API int emu_bias_gelu_row_block() { return kBiasGeluCudaRowBlock; }
+GK_EMU_API int emu_bias_gelu_row_block() { return kBiasGeluRowBlock; }
 }

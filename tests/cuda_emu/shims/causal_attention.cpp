@@ -1,5 +1,5 @@
 // C entry points for the emulated causal-attention kernels: AttentionParams filled as
-// csrc/cuda/causal_attention.cpp's make_params does (threshold, keep scale from p; strides in
+// csrc/cuda/causal_attention_launcher.cpp's make_params does (threshold, keep scale from p; strides in
 // elements, per b, h, t).
 #include "../philox_dropout.h"
 #include "causal_attention_cuda.h"

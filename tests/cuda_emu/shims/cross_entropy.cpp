@@ -1,7 +1,7 @@
 // C entry points for the emulated cross-entropy kernels: fill CeForwardArgs as
 // csrc/cuda/cross_entropy_launcher.cpp does and call ce_forward / ce_regrad / ce_scale_grad.
 // Buffers are allocated by the caller (tests/cuda_emu/__init__.py) through emu_alloc.
-#include "cross_entropy_kernels.h"
+#include "cross_entropy_cuda.h"
 
 using namespace gpt_kernels::cuda;
 

@@ -1,48 +1,34 @@
-// Fused causal attention with in-kernel dropout: the CUDA kernels (bf16 / fp16 in, fp32
-// accumulation on the tensor cores through WMMA m16n16k16). Torch-free, so it compiles in
-// seconds; csrc/cuda/causal_attention.cpp launches it. The twin of csrc/causal_attention.cpp:
-// same tiles (BR = BC = 64), same formulas, same dropout mask (csrc/philox_dropout.h).
+// Fused causal attention with in-kernel dropout, CUDA kernels: bf16 / fp16 in, fp32 accumulation
+// on the tensor cores through WMMA m16n16k16. The twin of csrc/causal_attention.cpp (read its
+// header for the formulas): same tiles (BR = BC = 64), same dropout mask (csrc/philox_dropout.h).
 //
-// Forward: one CTA of 4 warps per (query tile of 64 rows, h, b); warp w owns query rows
-// 16w..16w+15. Q is loaded to shared memory once; K and V tiles j0 <= i0 stream through shared
-// memory (tiles above the diagonal are never touched; on the diagonal tile, 16x16 blocks above
-// the diagonal are skipped). Per key tile:
-//   S_w = Q_w K^T                  tensor cores, fp32 result to shared memory
-//   online softmax on S_w rows     2 lanes per row, 32 columns each: m, l in registers,
-//                                  P o Z -> shared (bf16/fp16), O_w rows rescaled by exp(m-m')
-//   O_w += (P o Z)_w V             tensor cores, O_w kept in shared memory as fp32
-// End: out = O / l, lse = m + log l (natural log, fp32). Reads q, k, v (k and v once per
-// query tile, mostly from L2), writes out and lse.
+// Forward: one CTA of 4 warps per (query tile of 64 rows, h, b); warp w owns query rows 16w..
+// 16w+15. Q is loaded to shared memory once; K, V tiles j0 <= i0 stream through it (tiles above
+// the diagonal are never touched, nor the 16x16 blocks above it on the diagonal tile). Per tile:
+// S_w = Q_w K^T (tensor cores, fp32 to shared); online softmax, 2 lanes per row (m, l in
+// registers; P o Z to shared in 16 bits; O_w rows rescaled by exp(m - m')); O_w += (P o Z)_w V
+// (O_w kept in shared memory as fp32). End: out = O / l, lse = m + log l (fp32).
+// Backward: delta = rowsum(dO o O) (a preprocess kernel); one CTA per (key tile, h, b); warp w
+// owns key rows 16w.. of dK, dV (fp32 fragments in registers across the loop) and, per query
+// tile i0 >= j0, rows 16w.. of S = Q K^T and dP = dO V^T; then P = exp(scale S - lse), dS =
+// P o (dP o Z - delta); dV_w += (P o Z)^T dO, dK_w += dS^T Q (A operands read column-major: the
+// transposes are free); dQ_w = dS_w K, atomicAdd into an fp32 accumulator that a last kernel
+// scales and writes as dq.
+// Memory traffic: the forward reads q, k, v (k and v once per query tile, mostly from L2) and
+// writes out, lse; the backward also reads dout, out and writes dq, dk, dv (+ the fp32 dq
+// accumulator). Shared memory per CTA, D = 64: forward 70 KiB, backward 88.5 KiB (D = 128: 110,
+// 120.5 KiB, over the 99 KiB of consumer GPUs: the launcher says so).
 //
-// Backward (FlashAttention-2): delta = rowsum(dO o O) (preprocess kernel); then one CTA per
-// (key tile of 64 columns, h, b); warp w owns key rows 16w.. of dK, dV (fp32 WMMA fragments
-// held in registers across the loop) and, per query tile, query rows 16w.. of S, dP, dQ.
-// For each query tile i0 >= j0:
-//   S_w = Q_w K^T, dP_w = dO_w V^T            tensor cores -> shared fp32
-//   P = exp(scale S - lse), Z from (seed, offset, b, h, i, j)
-//   P o Z -> shared, dS = P o (dP o Z - delta) -> shared (bf16/fp16)     [__syncthreads]
-//   dV_w += (P o Z)^T dO,  dK_w += dS^T Q     (A operands read column-major: the transposes
-//                                              cost nothing)
-//   dQ_w = dS_w K -> shared fp32 -> atomicAdd into a fp32 dq accumulator
-// then dk = scale dK, dv = dV; a last kernel writes dq = scale dq_accum in the input dtype.
+// Why WMMA with shared-memory staging rather than mma.sync fragments in registers: WMMA's
+// accumulator layout is opaque, so the element-wise softmax/mask/dropout pass reads S from shared
+// memory, where (i, j) of every element is plain index math, identical to the CPU kernel's. It
+// costs an S/P round trip through shared memory per tile; written without a GPU, it is the
+// version most likely right the first time. Register-resident mma.sync m16n8k16 (FlashAttention-
+// 2's layout) is the next step.
 //
-// Why WMMA with shared-memory staging rather than mma.sync fragments in registers: the
-// accumulator layout of WMMA is opaque, so the element-wise softmax/mask/dropout pass reads S
-// from shared memory where (i, j) of every element is plain index math. This costs shared
-// memory traffic (an S/P round trip per tile) but keeps the index math identical to the CPU
-// kernel; written without access to a GPU, it is the version most likely right the first time.
-// A register-resident mma.sync m16n8k16 version (FlashAttention-2's layout) is the next step.
-//
-// FLOPs (causal): forward 2*B*H*T*T*D (2 gemms over half of T x T), backward 2.5x that.
-// Shared memory per CTA, D = 64: forward 70 KiB, backward 88.5 KiB (D = 128: 110 KiB, 120.5
-// KiB): 2-3 CTAs (8-12 warps) per SM on H100 at D = 64, 1 at D = 128 (dK, dV fragments take
-// 232 registers per thread there).
-//
-// Check: python -m pytest tests/test_attention.py (CUDA cases run when a GPU is present).
-// Written without a GPU; tests/test_emulated.py runs this very file on the CPU under the
-// CUDA emulator (tests/cuda_emu: NaN-filled shared memory, WMMA semantics as documented, race
-// and memory checks) against the CPU kernel and a float64 reference.
-// Bench: python bench/attn_bench.py --device cuda
+// Check: python -m pytest tests/test_causal_attention.py (CUDA cases need a GPU), and
+//        python -m pytest tests/test_emulated.py (this file under tests/cuda_emu, on the CPU)
+// Bench: python bench/causal_attention_bench.py --device cuda
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -53,6 +39,7 @@
 
 #include "../philox_dropout.h"
 #include "causal_attention_cuda.h"
+#include "common.cuh"
 
 namespace gpt_kernels {
 namespace {
@@ -64,14 +51,6 @@ constexpr int kWarps = 4;      // 4 warps x 16 rows
 constexpr int kThreads = kWarps * 32;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
-
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T> __device__ __forceinline__ T from_float(float x);
-template <> __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
 
 // Shared-memory row pitches (elements). +8 halves / +4 floats stagger the rows across banks
 // and keep every 16x16 WMMA tile 32-byte aligned (ldm multiple of 8 / 4 as WMMA requires).
@@ -199,7 +178,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttentionPa
         const float pr = (j0 + c <= i) ? exp2f(s_row[c] * scale_log2 - m_new) : 0.0f;
         sum += pr;  // l sums the probabilities before dropout
         const float pz = kDropout ? (((keep >> e) & 1u) ? pr * p.keep_scale : 0.0f) : pr;
-        p_row[c] = from_float<T>(pz);
+        p_row[c] = from_acc<T>(pz);
       }
     }
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
@@ -232,7 +211,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttentionPa
     const float inv_l = 1.0f / l;  // l >= 1: the row maximum contributes exp(0)
     T* out = static_cast<T*>(p.out) + ((static_cast<int64_t>(bh) * T_ + i) * D);
 #pragma unroll
-    for (int c = side * (D / 2); c < (side + 1) * (D / 2); ++c) out[c] = from_float<T>(o_row[c] * inv_l);
+    for (int c = side * (D / 2); c < (side + 1) * (D / 2); ++c) out[c] = from_acc<T>(o_row[c] * inv_l);
     if (side == 0) p.lse[static_cast<int64_t>(bh) * T_ + i] = (m + log2f(l)) * kLn2;
   }
 }
@@ -250,7 +229,7 @@ __global__ void attention_backward_delta_kernel(AttentionParams p) {
   const T* dO = static_cast<const T*>(p.dout) + b * p.do_stride[0] + h * p.do_stride[1] + i * p.do_stride[2];
   const T* O = static_cast<const T*>(p.out) + row * D;
   float s = 0.0f;
-  for (int c = lane; c < D; c += 32) s += to_float(dO[c]) * to_float(O[c]);
+  for (int c = lane; c < D; c += 32) s += to_acc(dO[c]) * to_acc(O[c]);
 #pragma unroll
   for (int w = 16; w > 0; w >>= 1) s += __shfl_xor_sync(0xffffffffu, s, w);
   if (lane == 0) p.delta[row] = s;
@@ -350,8 +329,8 @@ __global__ void __launch_bounds__(kThreads) attention_backward_kernel(AttentionP
           const float pr = valid ? exp2f(s_row[c] * scale_log2 - lse2) : 0.0f;
           const float z = kDropout ? (((keep >> e) & 1u) ? p.keep_scale : 0.0f) : 1.0f;
           const float dp = valid ? dp_row[c] : 0.0f;
-          pz_row[c] = from_float<T>(pr * z);
-          ds_row[c] = from_float<T>(pr * (dp * z - di));
+          pz_row[c] = from_acc<T>(pr * z);
+          ds_row[c] = from_acc<T>(pr * (dp * z - di));
         }
       }
     }
@@ -405,13 +384,13 @@ __global__ void __launch_bounds__(kThreads) attention_backward_kernel(AttentionP
   stage_rows<D>(stage, dK);
   for (int idx = lane; idx < 16 * D; idx += 32) {
     const int rr = idx / D, c = idx % D, j = j0 + warp * 16 + rr;
-    if (j < T_) dk[static_cast<int64_t>(j) * D + c] = from_float<T>(stage[rr * Pitch<D>::kO + c] * p.scale);
+    if (j < T_) dk[static_cast<int64_t>(j) * D + c] = from_acc<T>(stage[rr * Pitch<D>::kO + c] * p.scale);
   }
   __syncwarp();
   stage_rows<D>(stage, dV);
   for (int idx = lane; idx < 16 * D; idx += 32) {
     const int rr = idx / D, c = idx % D, j = j0 + warp * 16 + rr;
-    if (j < T_) dv[static_cast<int64_t>(j) * D + c] = from_float<T>(stage[rr * Pitch<D>::kO + c]);
+    if (j < T_) dv[static_cast<int64_t>(j) * D + c] = from_acc<T>(stage[rr * Pitch<D>::kO + c]);
   }
 }
 
@@ -420,7 +399,7 @@ template <typename T>
 __global__ void attention_backward_dq_kernel(const float* dq_accum, T* dq, float scale, int64_t n) {
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < n;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    dq[idx] = from_float<T>(dq_accum[idx] * scale);
+    dq[idx] = from_acc<T>(dq_accum[idx] * scale);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,15 +1,16 @@
 // The interface between the torch-free CUDA kernels (cross_entropy.cu, which compiles in
-// seconds) and their torch launcher (cross_entropy_launcher.cpp). Only CUDA runtime types here.
+// seconds) and their torch launcher (cross_entropy_launcher.cpp). Only CUDA runtime types and
+// torch-free headers here.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
 
+#include "../common_hd.h"
+
 namespace gpt_kernels {
 namespace cuda {
-
-enum CeDtype : int { kCeF32 = 0, kCeF64 = 1, kCeF16 = 2, kCeBF16 = 3 };
 
 // The target-count kernel writes (valid, bad) per block into counts[0 .. 2*kCeCountBlocks), and
 // the finalize kernel the totals into counts[2*kCeCountBlocks], counts[2*kCeCountBlocks + 1].
@@ -25,7 +26,7 @@ struct CeForwardArgs {
   int* counts;              // kCeCountsSize ints (scratch; no zeroing needed)
   int64_t N, V, ignore_index;
   int reduction;            // 0 none, 1 mean, 2 sum (as CeReduction in ../cross_entropy.h)
-  int dtype;                // CeDtype
+  int dtype;                // DType (../common_hd.h)
 };
 
 // count targets -> fused loss (+ gradient) kernel -> finalize (reduced loss, counts); all on

@@ -1,9 +1,9 @@
-// Argument checks and helpers of the causal attention op shared by its CPU kernel
-// (csrc/causal_attention.cpp) and its CUDA launcher (csrc/cuda/causal_attention.cpp).
+// causal_attention: the argument checks and the (B, H, T, D) views shared by its CPU kernel
+// (csrc/causal_attention.cpp) and its CUDA launcher (csrc/cuda/causal_attention_launcher.cpp).
 #pragma once
 #include <ATen/ATen.h>
 
-#include "rng_state.h"
+#include "common.h"
 
 #include <cstdint>
 #include <tuple>
@@ -12,25 +12,31 @@
 
 namespace gpt_kernels {
 
+inline void check_head_dim(int64_t D, const char* op) {
+  TORCH_CHECK(D == 32 || D == 64 || D == 128, op, ": head dimension D = ", D,
+              " is not supported; supported: 32, 64, 128");
+}
+
+// What a backward takes back from its forward: lse (B, H, T) float32 (float64 for float64
+// inputs; `layout` names the shape in the message) and rng_state.
+inline void check_forward_state(const at::Tensor& lse, const at::Tensor& rng_state, at::ScalarType dtype,
+                                int64_t B, int64_t H, int64_t T, const char* layout, const char* op) {
+  TORCH_CHECK(lse.scalar_type() == acc_dtype(dtype) && lse.dim() == 3 && lse.size(0) == B &&
+                  lse.size(1) == H && lse.size(2) == T,
+              op, ": lse must be ", layout, "; got ", lse.scalar_type(), " ", lse.sizes());
+  check_rng_state(rng_state, op);
+}
+
 inline void check_attention_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                    double dropout_p, const char* op) {
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op,
               ": q, k, v must be 4-D (B, H, T, D); got q.dim() = ", q.dim(), ", k.dim() = ",
               k.dim(), ", v.dim() = ", v.dim());
-  TORCH_CHECK(q.sizes() == k.sizes() && q.sizes() == v.sizes(), op,
-              ": q, k, v must have the same shape (B, H, T, D); got q ", q.sizes(), ", k ",
-              k.sizes(), ", v ", v.sizes());
-  TORCH_CHECK(q.device() == k.device() && q.device() == v.device(), op,
-              ": q, k, v must be on the same device; got q on ", q.device(), ", k on ", k.device(),
-              ", v on ", v.device());
-  TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(), op,
-              ": q, k, v must have the same dtype; got q ", q.scalar_type(), ", k ",
-              k.scalar_type(), ", v ", v.scalar_type());
-  const int64_t D = q.size(3);
-  TORCH_CHECK(D == 32 || D == 64 || D == 128, op, ": head dimension D = ", D,
-              " is not supported; supported: 32, 64, 128");
-  TORCH_CHECK(dropout_p >= 0.0 && dropout_p < 1.0, op,
-              ": dropout_p must be in [0, 1), got ", dropout_p);
+  check_same_shape(op, {{"q", q}, {"k", k}, {"v", v}}, " (B, H, T, D)");
+  check_same_device(op, {{"q", q}, {"k", k}, {"v", v}});
+  check_same_dtype(op, {{"q", q}, {"k", k}, {"v", v}});
+  check_head_dim(q.size(3), op);
+  check_probability(op, "dropout_p", dropout_p);
 }
 
 inline void check_backward_inputs(const at::Tensor& dout, const at::Tensor& q,
@@ -47,15 +53,8 @@ inline void check_backward_inputs(const at::Tensor& dout, const at::Tensor& q,
   TORCH_CHECK(dout.device() == q.device() && out.device() == q.device() &&
                   lse.device() == q.device(),
               "causal_attention_backward: grad_out, out, lse must be on q's device ", q.device());
-  const auto lse_dtype = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  TORCH_CHECK(lse.scalar_type() == lse_dtype && lse.dim() == 3 && lse.size(0) == q.size(0) &&
-                  lse.size(1) == q.size(1) && lse.size(2) == q.size(2),
-              "causal_attention_backward: lse must be (B, H, T) float32 (float64 for float64 q); got ",
-              lse.scalar_type(), " ", lse.sizes());
-  TORCH_CHECK(rng_state.device().is_cpu() && rng_state.scalar_type() == at::kLong &&
-                  rng_state.numel() == 2,
-              "causal_attention_backward: rng_state must be the int64[2] CPU tensor the "
-              "forward returned");
+  check_forward_state(lse, rng_state, q.scalar_type(), q.size(0), q.size(1), q.size(2),
+                      "(B, H, T) float32 (float64 for float64 q)", "causal_attention_backward");
 }
 
 // causal_attention_qkv: qkv (B, T, 3C) holds q, k, v side by side (as nn.Linear(C, 3C) makes
@@ -66,13 +65,10 @@ inline void check_qkv_inputs(const at::Tensor& qkv, int64_t n_head, double dropo
   TORCH_CHECK(n_head > 0, op, ": n_head must be positive, got ", n_head);
   TORCH_CHECK(qkv.size(2) % (3 * n_head) == 0, op, ": the last dimension of qkv (", qkv.size(2),
               ") must be 3 * n_head * D; n_head = ", n_head);
-  const int64_t D = qkv.size(2) / (3 * n_head);
-  TORCH_CHECK(D == 32 || D == 64 || D == 128, op, ": head dimension D = ", D,
-              " is not supported; supported: 32, 64, 128");
+  check_head_dim(qkv.size(2) / (3 * n_head), op);
   TORCH_CHECK(at::isFloatingType(qkv.scalar_type()), op, ": qkv must be floating point, got ",
               qkv.scalar_type());
-  TORCH_CHECK(dropout_p >= 0.0 && dropout_p < 1.0, op, ": dropout_p must be in [0, 1), got ",
-              dropout_p);
+  check_probability(op, "dropout_p", dropout_p);
 }
 
 inline void check_qkv_backward_inputs(const at::Tensor& dout, const at::Tensor& qkv,
@@ -90,14 +86,8 @@ inline void check_qkv_backward_inputs(const at::Tensor& dout, const at::Tensor& 
   TORCH_CHECK(dout.device() == qkv.device() && out.device() == qkv.device() &&
                   lse.device() == qkv.device(),
               op, ": grad_out, out, lse must be on qkv's device ", qkv.device());
-  const auto lse_dtype = qkv.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  TORCH_CHECK(lse.scalar_type() == lse_dtype && lse.dim() == 3 && lse.size(0) == qkv.size(0) &&
-                  lse.size(1) == n_head && lse.size(2) == qkv.size(1),
-              op, ": lse must be (B, n_head, T) float32 (float64 for float64 qkv); got ",
-              lse.scalar_type(), " ", lse.sizes());
-  TORCH_CHECK(rng_state.device().is_cpu() && rng_state.scalar_type() == at::kLong &&
-                  rng_state.numel() == 2,
-              op, ": rng_state must be the int64[2] CPU tensor the forward returned");
+  check_forward_state(lse, rng_state, qkv.scalar_type(), qkv.size(0), n_head, qkv.size(1),
+                      "(B, n_head, T) float32 (float64 for float64 qkv)", op);
 }
 
 // (B, T, C) -> its (B, H, T, D) view (no copy; t contiguous).

@@ -1,5 +1,5 @@
 // CUDA launcher of causal attention: checks, output allocation, the dropout seed from the CUDA
-// generator, and the call into the torch-free kernels of causal_attention_kernels.cu (the file
+// generator, and the call into the torch-free kernels of causal_attention.cu (the file
 // header there describes the algorithm). Registered for the CUDA dispatch key.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -9,10 +9,10 @@
 #include <cmath>
 #include <vector>
 
-#include "../causal_attention_checks.h"
+#include "../causal_attention.h"
 #include "../philox_dropout.h"
-#include "rng_state_cuda.h"
 #include "causal_attention_cuda.h"
+#include "common_cuda.h"
 
 namespace gpt_kernels {
 namespace {
@@ -20,7 +20,7 @@ namespace {
 // The kernels read 16-byte chunks of each row: every (b, h, t) row must start 16-byte aligned.
 at::Tensor aligned_rows(const at::Tensor& t) {
   at::Tensor x = last_dim_contiguous(t);
-  const bool aligned = reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 &&
+  const bool aligned = aligned16(x) &&
                        x.stride(0) % 8 == 0 && x.stride(1) % 8 == 0 && x.stride(2) % 8 == 0;
   // not x.contiguous(): that returns x itself when x is contiguous but its storage offset is
   // not a multiple of 8 elements (buf[1:].view(B, H, T, D)), and the 16-byte loads would fault
@@ -31,10 +31,13 @@ void set_strides(int64_t* dst, const at::Tensor& t) {
   for (int d = 0; d < 3; ++d) dst[d] = t.stride(d);
 }
 
-void check_cuda_dtype(const at::Tensor& q) {
+// What the CUDA kernels take beyond the shared checks: 16-bit inputs, and B, H within the grid.
+void check_cuda_inputs(const at::Tensor& q) {
   TORCH_CHECK(q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf,
               "causal_attention: on CUDA q, k, v must be bfloat16 or float16, got ", q.scalar_type(),
               " (under torch.autocast float32 inputs are cast to bfloat16)");
+  TORCH_CHECK(q.size(0) <= 65535 && q.size(1) <= 65535,
+              "causal_attention: on CUDA B and H must be at most 65535");
 }
 
 // The kernels' shared memory must fit the GPU: a clear message instead of "invalid argument"
@@ -78,32 +81,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_attention_forward_cuda_op(
     const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in, double dropout_p,
     double scale, std::optional<int64_t> seed_arg) {
   check_attention_inputs(q_in, k_in, v_in, dropout_p, "causal_attention_forward");
-  check_cuda_dtype(q_in);
-  TORCH_CHECK(q_in.size(0) <= 65535 && q_in.size(1) <= 65535,
-              "causal_attention: on CUDA B and H must be at most 65535");
+  check_cuda_inputs(q_in);
   const c10::cuda::CUDAGuard guard(q_in.device());
   check_shared_memory(q_in, /*backward=*/false);
   const at::Tensor q = aligned_rows(q_in), k = aligned_rows(k_in), v = aligned_rows(v_in);
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
   auto out = at::empty({B, H, T, D}, q.options());
   auto lse = at::empty({B, H, T}, q.options().dtype(at::kFloat));
-  uint64_t seed = 0, offset = 0;
-  if (dropout_p > 0) {
-    if (seed_arg.has_value()) {
-      seed = static_cast<uint64_t>(*seed_arg);
-    } else {
-      std::tie(seed, offset) = cuda_philox_seed(q.device());
-    }
-  }
-  auto rng_state = make_rng_state(seed, offset);
+  const auto [seed, offset, rng_state] =
+      dropout_seed(dropout_p, seed_arg, [&] { return cuda_philox_seed(q.device()); });
   if (B * H * T == 0) return {out, lse, rng_state};
   AttentionParams p = make_params(q, k, v, dropout_p, scale, seed, offset);
   p.out = out.data_ptr();
   p.lse = lse.data_ptr<float>();
-  const cudaError_t err = causal_attention_forward_cuda(p, q.scalar_type() == at::kBFloat16,
-                                                        c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "causal_attention forward kernel launch failed: ",
-              cudaGetErrorString(err));
+  check_launch(causal_attention_forward_cuda(p, q.scalar_type() == at::kBFloat16,
+                                             c10::cuda::getCurrentCUDAStream()),
+               "causal_attention forward");
   return {out, lse, rng_state};
 }
 
@@ -112,9 +105,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_attention_backward_cuda_op
     const at::Tensor& v_in, const at::Tensor& out_in, const at::Tensor& lse_in,
     const at::Tensor& rng_state, double dropout_p, double scale) {
   check_backward_inputs(dout_in, q_in, k_in, v_in, out_in, lse_in, rng_state, dropout_p);
-  check_cuda_dtype(q_in);
-  TORCH_CHECK(q_in.size(0) <= 65535 && q_in.size(1) <= 65535,
-              "causal_attention: on CUDA B and H must be at most 65535");
+  check_cuda_inputs(q_in);
   const c10::cuda::CUDAGuard guard(q_in.device());
   check_shared_memory(q_in, /*backward=*/true);
   const at::Tensor q = aligned_rows(q_in), k = aligned_rows(k_in), v = aligned_rows(v_in),
@@ -138,10 +129,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_attention_backward_cuda_op
   p.dq = dq.data_ptr();
   p.dk = dk.data_ptr();
   p.dv = dv.data_ptr();
-  const cudaError_t err = causal_attention_backward_cuda(p, q.scalar_type() == at::kBFloat16,
-                                                         c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "causal_attention backward kernel launch failed: ",
-              cudaGetErrorString(err));
+  check_launch(causal_attention_backward_cuda(p, q.scalar_type() == at::kBFloat16,
+                                             c10::cuda::getCurrentCUDAStream()),
+               "causal_attention backward");
   return {dq, dk, dv};
 }
 
