@@ -68,7 +68,7 @@ from tqdm import tqdm
 
 if __package__ in (None, ""):  # run as a script: python data/prepare.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from data.shards import ShardWriter, token_dtype  # noqa: E402
+from data.shards import MAX_SHARD_TOKENS, ShardWriter, token_dtype  # noqa: E402
 
 EOT = "<|endoftext|>"
 # end-of-document tokens of other tokenizers, tried in order when there is no <|endoftext|>
@@ -79,7 +79,7 @@ PIECE_CHARS = 1 << 18    # longer documents are encoded in pieces of at most thi
 BLOCK_BYTES = 1 << 20    # text files are read in blocks of this size
 BATCH_DOCS = 1024        # a batch for encode_batch: at most this many pieces ...
 BATCH_CHARS = 4 << 20    # ... or this many characters (its encodings take ~20x that in memory)
-MAX_SHARD_TOKENS = 2**31 - 1  # the header's int32 count
+
 STALE = re.compile(r"^(train|val)(_\d{6})?\.bin(\.tmp)?$")
 
 

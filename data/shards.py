@@ -41,8 +41,8 @@ def token_dtype(vocab_size):
 
 def shard_header(num_tokens, dtype):
     """The 1024-byte header of a shard of num_tokens ids of dtype (uint16 or uint32)."""
-    if not 0 < num_tokens <= MAX_SHARD_TOKENS:
-        raise ShardError(f"a shard holds 1 to {MAX_SHARD_TOKENS:,} tokens (its header counts them in an "
+    if not 0 <= num_tokens <= MAX_SHARD_TOKENS:  # 0: the placeholder of a shard being written
+        raise ShardError(f"a shard holds at most {MAX_SHARD_TOKENS:,} tokens (its header counts them in an "
                          f"int32), not {num_tokens:,}: write more shards.")
     magic, version = MAGIC[np.dtype(dtype)]
     header = np.zeros(HEADER_INTS, dtype="<i4")

@@ -3,6 +3,8 @@ tokenizer round-trip, given tokenizers (uint32 ids), interrupted runs, bad input
 import gzip
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -410,3 +412,20 @@ def test_literal_end_token_in_text_is_text(tmp_path):
     meta = prepare(write_jsonl(tmp_path / "docs.jsonl", docs), tmp_path / "ds", vocab_size=300)
     decoded = check_folder(tmp_path / "ds", meta)  # the eot id appears once per document only
     assert sorted(decoded["train"] + decoded["val"]) == sorted(docs)
+
+
+def test_prepared_uint32_dataset_trains_and_samples(tmp_path):
+    """End to end: a jsonl with a 70,002-id tokenizer -> uint32 shards -> training -> a decoded sample."""
+    from conftest import ROOT, TINY, run_script
+    wordlevel_tokenizer(tmp_path / "big.json")
+    docs = [" ".join(f"w{(i * 7919 + j * 104729) % 70_000}" for j in range(30)) for i in range(60)]
+    source = write_jsonl(tmp_path / "docs.jsonl", docs)
+    run_script_prepare = [sys.executable, os.path.join(ROOT, "data", "prepare.py"), "--source", str(source),
+                          "--out", str(tmp_path / "ds"), "--tokenizer", str(tmp_path / "big.json")]
+    subprocess.run(run_script_prepare, check=True, capture_output=True, text=True)
+    out = tmp_path / "out"
+    result = run_script("--data", tmp_path / "ds", "--out-dir", out, *TINY, "--iters", 2, "--eval-interval", 2,
+                        "--num-tokens", 5)
+    assert "vocab_size=70002" in result.stdout, result.stdout
+    sample = result.stdout.split("top-p")[-1]
+    assert any(f"w{i}" in sample for i in range(70_000)) or "[UNK]" in sample, sample  # decoded words
