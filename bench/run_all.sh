@@ -72,11 +72,7 @@ STATE=$LOGS/state.tsv
 # tests are tests/test_<op>.py and its benchmark is the bench/*_bench.py that declares OP = "<op>"
 # (bench/<op>_bench.py; cross_entropy's is loss_bench.py, by its users' name).
 OPS=$(for f in bench/smoke/*.py; do b=$(basename "$f" .py); [ "$b" = harness ] || echo "$b"; done | paste -sd' ' -)
-test_of() {  # test_of OP: the op's test file; until tests/test_attention.py is renamed, the one
-  # named after the op less its first word (causal_attention -> test_attention.py)
-  local f
-  for f in "tests/test_$1.py" "tests/test_${1#*_}.py"; do [ -f "$f" ] && { echo "$f"; return; }; done
-}
+test_of() { if [ -f "tests/test_$1.py" ]; then echo "tests/test_$1.py"; fi; }  # test_of OP: the op's test file
 bench_of() { grep -l "^OP = \"$1\"" bench/*_bench.py 2>/dev/null | head -n1; }
 OP_TESTS=""
 for op in $OPS; do

@@ -5,7 +5,7 @@
 // g, e in [0, 8): keep_scale if bit e of philox_keep8(c0_first + g, c1, c2, c3, seed, threshold)
 // is set, else 0. Eight Philox calls run side by side in AVX2 lanes and, for float, the factors
 // never leave registers until stored; elsewhere a portable loop computes the same bits.
-// tests/test_attention.py and tests/test_dropout_add.py check them against the scalar definition.
+// tests/test_causal_attention.py and tests/test_dropout_add.py check them against the scalar definition.
 #pragma once
 #include <cstdint>
 #include <type_traits>

@@ -23,7 +23,7 @@ from ._registration import refuse_double_backward
 
 _lib = "gpt_kernels::"
 
-# What the kernels take (csrc/causal_attention_checks.h, csrc/causal_attention.cpp,
+# What the kernels take (csrc/causal_attention.h, csrc/causal_attention.cpp,
 # csrc/cuda/causal_attention.cpp); tests/test_causal_attention.py holds them to the kernels.
 HEAD_SIZES = (32, 64, 128)  # D = embed_dim / n_head
 DTYPES = {"cpu": (torch.float32, torch.float64),   # of q, k, v (qkv)

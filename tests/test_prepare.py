@@ -159,10 +159,15 @@ def test_folder_of_data_files(tmp_path):
     assert sorted(docs["train"] + docs["val"]) == sorted(DOCS)
 
 
-def test_hf_dataset_on_a_local_file(tmp_path, monkeypatch):
+@pytest.fixture
+def offline_hf(tmp_path, monkeypatch):
+    """The `datasets` library, offline, with an empty cache of its own."""
     pytest.importorskip("datasets", reason="the `datasets` library is not installed (pip install datasets)")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+
+
+def test_hf_dataset_on_a_local_file(tmp_path, offline_hf):
     source = write_jsonl(tmp_path / "docs.jsonl", DOCS)
     meta = prepare(out_dir=tmp_path / "ds", vocab_size=300, hf_dataset="json", hf_data_files=[str(source)])
     docs = check_folder(tmp_path / "ds", meta)
@@ -173,20 +178,14 @@ def test_hf_dataset_on_a_local_file(tmp_path, monkeypatch):
     assert direct["splits"] == meta["splits"]
 
 
-def test_hf_dataset_parquet_builder(tmp_path, monkeypatch):
-    pytest.importorskip("datasets", reason="the `datasets` library is not installed (pip install datasets)")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def test_hf_dataset_parquet_builder(tmp_path, offline_hf):
     source = write_parquet(tmp_path / "docs.parquet", DOCS)
     meta = prepare(out_dir=tmp_path / "ds", vocab_size=300, hf_dataset="parquet", hf_data_files=[str(source)])
     docs = check_folder(tmp_path / "ds", meta)
     assert sorted(docs["train"] + docs["val"]) == sorted(DOCS)
 
 
-def test_hf_dataset_unreachable(tmp_path, monkeypatch):
-    pytest.importorskip("datasets", reason="the `datasets` library is not installed (pip install datasets)")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def test_hf_dataset_unreachable(tmp_path, offline_hf):
     with pytest.raises(PrepareError, match="(?s)cannot load the Hugging Face dataset 'nobody/nothing'.*"
                                            "HF_HUB_OFFLINE=1.*--source"):
         prepare(out_dir=tmp_path / "ds", hf_dataset="nobody/nothing")
