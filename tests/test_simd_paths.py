@@ -29,8 +29,8 @@ import gpt_kernels
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("GPT_KERNELS_TEST_CACHE",
                        os.path.join(os.path.expanduser("~"), ".cache", "gpt-pretrain", "simd"))
-OP_TEST_FILES = ["tests/test_bias_gelu.py", "tests/test_cross_entropy.py",
-                 "tests/test_dropout_add.py", "tests/test_causal_attention.py", "tests/test_ext_model.py"]
+# every op's tests (tests/test_<op>.py, by that convention) and the model on the fused kernels
+OP_TEST_FILES = [f"tests/test_{op}.py" for op in gpt_kernels.OPS] + ["tests/test_ext_model.py"]
 # the numerical tests; compile, opcheck, gradcheck (float64) and argument checks do not depend
 # on the SIMD level, the largest 16-bit cross-entropy shape takes a minute per build, and the
 # training comparison runs gpt_pretrain.py, which imports the checkout's own build
