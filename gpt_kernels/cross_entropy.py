@@ -145,6 +145,11 @@ def _fwd_backward(ctx, grad_loss, _grad_of_grad):
     if grad_loss is None:  # the loss was not used (grads are not materialized): no gradient
         return None, None, None, None, None
     grad, targets, logits = ctx.saved_tensors
+    # create_graph=True runs this with grad mode on: the gradient computed here is no function of
+    # the logits to autograd, so a second backward would silently give None; refuse instead
+    if torch.is_grad_enabled() and not (torch.compiler.is_compiling() or type(grad) is not torch.Tensor):
+        raise NotImplementedError("gpt_kernels.cross_entropy: double backward (gradients of gradients, "
+                                  "create_graph=True) is not supported")
     return (_scaled_grad(grad, grad_loss, targets, ctx.ignore_index, ctx.reduction, logits),
             None, None, None, None)
 

@@ -538,3 +538,13 @@ def test_cuda_64bit_offsets():
     ours_rows = ce(x[rows].detach(), t[rows], -100, "none")
     assert_close(ours_rows, ref_loss, torch.bfloat16)
     assert_close(xo.grad[rows], ref_grad, torch.bfloat16)
+
+
+def test_double_backward_is_refused_not_silently_none():
+    logits = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 7, (5,))
+    with pytest.raises(NotImplementedError, match="gpt_kernels.cross_entropy: double backward"):
+        torch.autograd.grad(ce(logits, targets), logits, create_graph=True)
+    ce(logits, targets).backward()  # a plain backward still works
+    expected = torch.autograd.grad(F.cross_entropy(logits, targets), logits)[0]
+    torch.testing.assert_close(logits.grad, expected)
