@@ -1,14 +1,13 @@
 """The training script's data path: token shards (llm.c's format, uint16 and uint32), dataset
 folders, raw files, the id check, and the epoch order computed without materialising it."""
 import json
-import os
 
 import numpy as np
 import pytest
 
 from conftest import TINY, run_script
 from data.shards import HEADER_BYTES, ShardError, largest_id, read_shard, shard_header
-from gpt_pretrain import (DataError, EpochShuffler, TokenData, TokenDataset, check_token_ids,
+from gpt_pretrain import (DataError, EpochShuffler, TokenDataset, check_token_ids,
                           find_dataset, make_datasets, permute)
 
 
