@@ -915,15 +915,15 @@ def wrap_model(model, device, world, compile_model):
 
 # ----------------------------------------------------------------------------- main: the steps of a run
 
-def load_start(args):
-    """(checkpoint or None, --init-from's model or None): what the run starts from."""
+def load_start(init_from, out_dir, mode):
+    """(checkpoint or None, --init-from's model or None): what the run starts from. mode: the
+    flag that reads the checkpoint in out_dir (--resume, --sample, --export-hf), or None."""
     pretrained = None
-    if args.init_from:  # a GPT-2 model (transformers folder or hub name), converted by support/hf.py
+    if init_from:  # a GPT-2 model (transformers folder or hub name), converted by support/hf.py
         from support.hf import load_pretrained
-        pretrained = load_pretrained(args.init_from)
-    reads_checkpoint = args.resume or ((args.sample or args.export_hf) and not pretrained)
-    flag = "--resume" if args.resume else "--sample" if args.sample else "--export-hf"
-    checkpoint = load_checkpoint(os.path.join(args.out_dir, "ckpt.pt"), flag) if reads_checkpoint else None
+        pretrained = load_pretrained(init_from)
+    reads_checkpoint = mode == "--resume" or (mode and not pretrained)  # --sample, --export-hf: of the run
+    checkpoint = load_checkpoint(os.path.join(out_dir, "ckpt.pt"), mode) if reads_checkpoint else None
     return checkpoint, pretrained
 
 
@@ -975,7 +975,7 @@ def spike_guard(z, checkpoint):
     return spikes
 
 
-def start_log(args, config, train, model, data, world, dtype, device, step):
+def start_log(out_dir, loggers, warn_if_slow, config, train, model, data, world, dtype, device, step):
     """Say what is trained on what (rank 0), and open the metrics log."""
     print(f"model: {model.num_params() / 1e6:.2f}M parameters, {config}")
     print(f"data: {data[0].num_tokens:,} train / {data[1].num_tokens:,} val tokens from {data[2].location}; "
@@ -983,12 +983,12 @@ def start_log(args, config, train, model, data, world, dtype, device, step):
     if world > 1:
         print(f"{world} ranks: effective batch {train.batch_size} x {train.grad_accum} grad accum x "
               f"{world} ranks = {train.batch_size * train.grad_accum * world} sequences per step")
-    if not args.preset:
+    if warn_if_slow:
         warn_if_slow_on_cpu(model, config, train, device)
     run_config = {**asdict(config), **asdict(train), "world_size": world, "dtype": str(dtype).removeprefix("torch."),
                   "device": str(device), "parameters": model.num_params()}
     try:
-        return MetricsLog(args.out_dir, args.logger, run_config, start_step=step)
+        return MetricsLog(out_dir, loggers, run_config, start_step=step)
     except ValueError as e:  # a --logger whose package is not installed
         raise UsageError(str(e)) from None
     except WriteError as e:
@@ -1056,7 +1056,8 @@ def main(argv=None):
     args = parse_args(argv)
     rank, world, device = init_distributed(args.device, args.dist_timeout)
     is_main = rank == 0  # only rank 0 prints, evaluates, writes metrics and checkpoints
-    checkpoint, pretrained = load_start(args)
+    mode = "--resume" if args.resume else "--sample" if args.sample else "--export-hf" if args.export_hf else None
+    checkpoint, pretrained = load_start(args.init_from, args.out_dir, mode)
     config, train = resolve_config(given_flags(args), args.preset, checkpoint, pretrained)
     sampling = SampleConfig(args.prompt, args.num_tokens, args.temperature, args.top_k, args.top_p, train.seed)
     if pretrained:  # trained on shorter windows: keep the first context_len positions
@@ -1085,7 +1086,8 @@ def main(argv=None):
     throughput = Throughput(step, train.batch_size * train.grad_accum * world * config.context_len,
                             flops_per_token(model, config), (peak_flops(device, dtype, args.peak_flops) or 0) * world)
     spikes = spike_guard(args.skip_spikes, checkpoint)
-    log = start_log(args, config, train, model, (train_set, val_set, data), world, dtype, device, step) if is_main else None
+    log = start_log(args.out_dir, args.logger, not args.preset, config, train, model, (train_set, val_set, data), world,
+                    dtype, device, step) if is_main else None
     run = Run(os.path.join(args.out_dir, "ckpt.pt"), is_main, checkpoint, train.max_iters, log)
     restore_rng(checkpoint, rank, device, train.seed)  # last thing before the loop: dropout's stream
     model.train()
