@@ -18,6 +18,7 @@ import datetime
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -135,7 +136,8 @@ class TokenDataset(Dataset):
         start = i - (int(self.ends[shard - 1]) if shard else 0)
         chunk = torch.from_numpy(self.shards[shard][start:start + self.context_len + 1].astype(np.int64))
         if self.vocab_size is not None and int(chunk.max()) >= self.vocab_size:  # data not checked at start
-            raise DataError(f"the data holds token id {int(chunk.max())} (shard {shard}, at token {start}), "
+            at = start + int(torch.argmax((chunk >= self.vocab_size).int()))
+            raise DataError(f"the data holds token id {int(chunk.max())} (shard {shard}, token {at}), "
                             f"but the vocab size is {self.vocab_size}: pass --vocab-size {int(chunk.max()) + 1} or more.")
         return chunk[:-1], chunk[1:]  # x (C,), y (C,)
 
@@ -239,7 +241,8 @@ def open_folder(folder):
     meta_path = os.path.join(folder, "meta.json")
     if not os.path.exists(meta_path):
         names = sorted(n for n in os.listdir(folder) if n.endswith(".bin"))
-        shards = {split: [os.path.join(folder, n) for n in names if split in n] for split in ("train", "val")}
+        shards = {split: [os.path.join(folder, n) for n in names if re.search(rf"(^|[_.-]){split}([_.-]|$)", n)]
+                  for split in ("train", "val")}
         if not shards["train"]:
             raise DataError(f"{folder} is not a dataset folder: no meta.json, and no .bin shards with 'train' "
                             "in their names (llm.c's layout). Make one with "
@@ -253,11 +256,17 @@ def open_folder(folder):
         data.train, data.val = [raw_tokens(os.path.join(folder, "train.bin"), "training data")], \
             [raw_tokens(os.path.join(folder, "val.bin"), "validation data")]
         return data
-    splits = meta["splits"]
-    data.train, data.val = ([read_shards([os.path.join(folder, s["file"]) for s in splits[split]["shards"]],
-                                         [s["tokens"] for s in splits[split]["shards"]])
-                             for split in ("train", "val")])
-    data.max_id = max(splits[split]["max_id"] for split in ("train", "val"))
+    try:
+        splits = {split: meta["splits"][split] for split in ("train", "val")}
+        data.train, data.val = ([read_shards([os.path.join(folder, s["file"]) for s in splits[split]["shards"]],
+                                             [s["tokens"] for s in splits[split]["shards"]]) or None
+                                 for split in ("train", "val")])
+        data.max_id = max(splits[split]["max_id"] for split in ("train", "val"))
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{meta_path} is incomplete or not data/prepare.py's (no {e} in it): prepare the "
+                        "folder again.") from None
+    if not data.train:
+        raise DataError(f"{meta_path} lists no training shards: prepare the folder again.")
     return data
 
 
@@ -628,8 +637,8 @@ class Run:
     write a checkpoint, exit; under torchrun at the next log step, where the ranks agree), and
     one line saying why when the run cannot go on."""
 
-    def __init__(self, ckpt_path, is_main, checkpoint, max_iters, log):
-        self.ckpt_path, self.is_main, self.log = ckpt_path, is_main, log
+    def __init__(self, ckpt_path, is_main, world, checkpoint, max_iters, log):
+        self.ckpt_path, self.is_main, self.world, self.log = ckpt_path, is_main, world, log
         self.saved_step = checkpoint["step"] if checkpoint else None  # the last good checkpoint
         if is_main and not checkpoint and os.path.exists(ckpt_path):
             print(f"note: {ckpt_path} exists and will be replaced by this new run (use --resume to continue it)")
@@ -691,7 +700,7 @@ class Run:
             self.stop(f"training diverged: the loss or gradient norm was not finite at {where} (--max-nonfinite "
                       f"{max_nonfinite}), and those updates were not applied. Lower --learning-rate or "
                       "--grad-clip", EXIT_DIVERGED)
-        if not dist.is_initialized():  # under torchrun the ranks agree on stopping at a log step
+        if self.world == 1:  # under torchrun the ranks agree on stopping at a log step
             self.stopped = bool(self.stop_requested)
 
     def checkpoint(self, step, state_of_ranks, weights_finite):
@@ -996,10 +1005,10 @@ def start_log(out_dir, loggers, warn_if_slow, config, train, model, data, world,
 
 
 def restore_rng(checkpoint, rank, device, seed):
-    """Dropout's random stream: the checkpoint's (so a resumed run continues it exactly), else
-    seeded per rank (the same weights on every rank, but different dropout masks)."""
+    """Dropout's random stream: seeded per rank (the same weights on every rank, but different
+    dropout masks), then the checkpoint's where it has one (so a resumed run continues exactly)."""
+    torch.manual_seed(seed + rank)
     if not checkpoint:
-        torch.manual_seed(seed + rank)
         return
     torch.set_rng_state(checkpoint["rng_cpu"][rank % len(checkpoint["rng_cpu"])])
     if device.type == "cuda" and checkpoint.get("rng_cuda"):
@@ -1088,7 +1097,7 @@ def main(argv=None):
     spikes = spike_guard(args.skip_spikes, checkpoint)
     log = start_log(args.out_dir, args.logger, not args.preset, config, train, model, (train_set, val_set, data), world,
                     dtype, device, step) if is_main else None
-    run = Run(os.path.join(args.out_dir, "ckpt.pt"), is_main, checkpoint, train.max_iters, log)
+    run = Run(os.path.join(args.out_dir, "ckpt.pt"), is_main, world, checkpoint, train.max_iters, log)
     restore_rng(checkpoint, rank, device, train.seed)  # last thing before the loop: dropout's stream
     model.train()
     while step < train.max_iters and not run.stopped:

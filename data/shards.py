@@ -76,8 +76,10 @@ def read_shard(path):
     if version != MAGIC[dtype][1]:
         raise ShardError(f"{path} has format version {version}; only version {MAGIC[dtype][1]} of the "
                          f"{dtype.name} shard format is known.")
+    if count <= 0:
+        raise ShardError(f"{path} announces {count} tokens: an empty shard (or not a shard); re-make it.")
     expected = HEADER_BYTES + count * dtype.itemsize
-    if count <= 0 or size != expected:
+    if size != expected:
         what = "truncated" if size < expected else "longer than its header says"
         raise ShardError(f"{path} is {what}: its header announces {count:,} {dtype.name} tokens "
                          f"({expected:,} bytes with the header) but the file has {size:,} bytes. "
@@ -87,21 +89,20 @@ def read_shard(path):
 
 def largest_id(path, dtype, offset=0, count=None, chunk=1 << 24, progress=None):
     """The largest of count ids of dtype stored in path from byte offset on (None: to the end),
-    read in chunks with plain reads into one buffer: memory-mapping the file instead would
+    read in chunks with plain reads (np.fromfile): memory-mapping the file instead would
     keep every page it touched resident. progress(n) is called with the ids done per chunk."""
     dtype = np.dtype(dtype).newbyteorder("<")
     if count is None:
         count = (os.path.getsize(path) - offset) // dtype.itemsize
-    buffer = np.empty(min(chunk, max(count, 1)), dtype=dtype)
     largest, done = 0, 0
-    with open(path, "rb", buffering=0) as f:
+    with open(path, "rb") as f:
         f.seek(offset)
         while done < count:
-            want = min(len(buffer), count - done)
-            got = f.readinto(memoryview(buffer[:want]).cast("B")) // dtype.itemsize
+            ids = np.fromfile(f, dtype=dtype, count=min(chunk, count - done))  # whole ids, or fewer at the end
+            got = len(ids)
             if got == 0:
                 raise ShardError(f"{path} ended after {done:,} of its {count:,} tokens.")
-            largest = max(largest, int(buffer[:got].max()))
+            largest = max(largest, int(ids.max()))
             done += got
             if progress:
                 progress(got)

@@ -171,3 +171,22 @@ def test_a_corrupt_shard_stops_the_script_with_one_line(tmp_path):
     result = run_script("--data", folder, "--out-dir", tmp_path / "out", *TINY, "--iters", 1, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error:") and "truncated" in result.stderr, result.stderr
+
+
+def test_llmc_names_are_matched_as_words_and_bad_meta_is_a_clear_error(tmp_path):
+    folder = tmp_path / "interval_data"
+    folder.mkdir()
+    write_shard(folder / "interval_train_000001.bin", np.arange(60) % 50)  # "val" inside a word
+    write_shard(folder / "interval_val_000000.bin", np.arange(30) % 50)
+    data = find_dataset(str(folder), 64)
+    assert [len(a) for a in data.train] == [60] and [len(a) for a in data.val] == [30]
+    broken = write_dataset(tmp_path / "broken", {"train": [range(50)]}, 64)  # no "val" split
+    with pytest.raises(DataError, match="incomplete"):
+        find_dataset(str(broken), 64)
+
+
+def test_the_bad_id_message_names_its_position():
+    dataset = TokenDataset([np.arange(10, dtype=np.uint16), np.array([1, 2, 3, 4, 205, 6], dtype=np.uint16)],
+                           context_len=3, vocab_size=64)
+    with pytest.raises(DataError, match=r"token id 205 \(shard 1, token 4\)"):
+        dataset[7 + 1]  # window 1 of shard 1: tokens 1..4
